@@ -1,0 +1,9 @@
+"""icar_dense: iCAR / InMaP vision-language backbones for dense prediction."""
+from . import compat
+
+compat.apply()
+
+from .version import __version__  # noqa: E402
+from . import datasets, engine, evaluation, models  # noqa: E402,F401
+
+__all__ = ['__version__', 'compat']

@@ -1,0 +1,224 @@
+"""Fixes that make the released OpenMMLab stack work on current torch/numpy.
+
+Each fix targets one documented defect of a pinned release, is applied once by
+``import icar_dense`` (``apply()`` is idempotent) and is covered by
+``tests/test_compat.py``:
+
+* ``mmaction2 1.2.0`` ships without ``mmaction/models/localizers/drn`` (wheel and
+  sdist), so ``import mmaction.models`` fails.  We provide the missing module with
+  a ``DRN`` placeholder that raises a clear error if someone builds it.
+* ``mmaction.models`` imports its VindLU code whenever transformers is installed,
+  and that code imports names current transformers no longer exports.  We clear
+  mmaction's own ``WITH_MULTIMODAL`` switch before ``mmaction.models`` is
+  imported; it then registers placeholders for its multimodal models only, and
+  transformers itself is untouched.
+* torch >= 2.6 loads checkpoints with ``weights_only=True`` by default, and
+  mmengine 0.10.7 stores message-hub buffers and numpy values in its
+  checkpoints, so resuming fails.  We allow-list exactly those types with
+  ``torch.serialization.add_safe_globals``: code-executing pickles are still
+  refused.
+* ``mmengine``'s ``init_dist`` calls ``torch.cuda.set_device`` even for gloo on
+  a machine without a GPU, and its runner hands ``device_ids`` to DDP for a CPU
+  module; both make CPU multi-process training impossible.
+* ``lvis 0.5.3``'s evaluator uses ``np.float`` (removed in numpy 1.24).
+"""
+import importlib
+import sys
+import types
+import warnings
+
+import numpy as np
+import torch
+
+_applied = False
+
+
+# ----------------------------------------------------------------------------
+# mmaction2 1.2.0
+# ----------------------------------------------------------------------------
+def _install_missing_drn_module():
+    """Provide ``mmaction.models.localizers.drn`` when the release lacks it."""
+    pkg_name = 'mmaction.models.localizers.drn'
+    if pkg_name in sys.modules:
+        return
+    spec = importlib.util.find_spec('mmaction.models.localizers')
+    if spec is None or not spec.submodule_search_locations:
+        return
+    import os
+    for location in spec.submodule_search_locations:
+        if os.path.isdir(os.path.join(location, 'drn')):
+            return  # a complete installation: nothing to fix
+
+    class DRN:
+        """Placeholder: the DRN localizer is missing from mmaction2 1.2.0."""
+
+        def __init__(self, *args, **kwargs):
+            raise ImportError(
+                'mmaction2 1.2.0 was released without '
+                'mmaction/models/localizers/drn, so the DRN localizer cannot '
+                'be built. Install mmaction2 from its git repository to use '
+                'it.')
+
+    package = types.ModuleType(pkg_name)
+    package.__path__ = []
+    package.__package__ = pkg_name
+    module = types.ModuleType(pkg_name + '.drn')
+    module.DRN = DRN
+    package.drn = module
+    package.DRN = DRN
+    sys.modules[pkg_name] = package
+    sys.modules[pkg_name + '.drn'] = module
+
+
+def _disable_mmaction_multimodal():
+    """Make ``mmaction.models`` skip its VindLU (transformers) models."""
+    if 'mmaction.models' in sys.modules:
+        return
+    try:
+        from mmaction.utils import dependency
+    except ImportError:  # mmaction2 not installed
+        return
+    dependency.WITH_MULTIMODAL = False
+
+
+def _register_drn_placeholder():
+    from mmaction.registry import MODELS
+    if 'DRN' not in MODELS.module_dict:
+        drn = sys.modules.get('mmaction.models.localizers.drn')
+        if drn is not None:
+            MODELS.register_module(name='DRN', module=drn.DRN)
+
+
+def fix_mmaction():
+    if importlib.util.find_spec('mmaction') is None:
+        return
+    _disable_mmaction_multimodal()
+    _install_missing_drn_module()
+
+
+# ----------------------------------------------------------------------------
+# torch >= 2.6 weights_only loading of mmengine checkpoints
+# ----------------------------------------------------------------------------
+def mmengine_safe_globals():
+    """The non-tensor types mmengine 0.10.7 writes into a checkpoint."""
+    import collections
+
+    from mmengine.logging import HistoryBuffer
+    safe = [
+        HistoryBuffer,
+        collections.OrderedDict,
+        collections.defaultdict,
+        np.ndarray,
+        np.dtype,
+    ]
+    # numpy arrays and scalars pickle through these reconstructors
+    for modname in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            continue
+        for attr in ('_reconstruct', 'scalar'):
+            if hasattr(mod, attr):
+                safe.append(getattr(mod, attr))
+        break
+    # np.dtype('float64') pickles as numpy.dtypes.Float64DType etc.
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        for name in dir(dtypes):
+            obj = getattr(dtypes, name)
+            if isinstance(obj, type) and issubclass(obj, np.dtype):
+                safe.append(obj)
+    return safe
+
+
+def allow_mmengine_checkpoints():
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is None:  # torch < 2.4 loads them anyway
+        return
+    add_safe_globals(mmengine_safe_globals())
+
+
+# ----------------------------------------------------------------------------
+# mmengine distributed launch on machines without a GPU
+# ----------------------------------------------------------------------------
+def fix_cpu_distributed():
+    import mmengine.dist.utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+
+    original_init_dist = dist_utils._init_dist_pytorch
+    if not getattr(original_init_dist, '_icar_patched', False):
+
+        def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+            if torch.cuda.is_available() or init_backend != 'torch':
+                return original_init_dist(backend, init_backend, **kwargs)
+            if backend == 'nccl':
+                warnings.warn('No CUDA device: using the gloo backend '
+                              'instead of nccl for distributed training.')
+                backend = 'gloo'
+            import torch.distributed as torch_dist
+            torch_dist.init_process_group(backend=backend, **kwargs)
+
+        _init_dist_pytorch._icar_patched = True
+        dist_utils._init_dist_pytorch = _init_dist_pytorch
+
+    original_ddp_init = MMDistributedDataParallel.__init__
+    if not getattr(original_ddp_init, '_icar_patched', False):
+
+        def __init__(self, module, detect_anomalous_params=False, **kwargs):
+            on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
+            if on_cpu and kwargs.get('device_ids') is not None:
+                # DDP refuses device_ids for a CPU module; mmengine's runner
+                # always passes [LOCAL_RANK].
+                kwargs['device_ids'] = None
+            original_ddp_init(
+                self,
+                module,
+                detect_anomalous_params=detect_anomalous_params,
+                **kwargs)
+
+        __init__._icar_patched = True
+        MMDistributedDataParallel.__init__ = __init__
+
+
+# ----------------------------------------------------------------------------
+# lvis 0.5.3 on numpy >= 1.24
+# ----------------------------------------------------------------------------
+class _NumpyWithFloat(types.ModuleType):
+    """numpy as lvis 0.5.3 expects it: ``np.float`` is the builtin float."""
+
+    float = float
+
+    def __init__(self):
+        super().__init__('numpy')
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def fix_lvis():
+    if importlib.util.find_spec('lvis') is None:
+        return
+    import lvis.eval
+    if not hasattr(np, 'float') and not isinstance(lvis.eval.np,
+                                                   _NumpyWithFloat):
+        # scoped to the lvis evaluator: numpy itself stays unmodified
+        lvis.eval.np = _NumpyWithFloat()
+
+
+# ----------------------------------------------------------------------------
+def apply():
+    """Apply every fix once; later calls do nothing."""
+    global _applied
+    if _applied:
+        return
+    fix_mmaction()
+    allow_mmengine_checkpoints()
+    fix_cpu_distributed()
+    fix_lvis()
+    _applied = True
+
+
+def finish_mmaction_import():
+    """Import ``mmaction.models`` (after ``apply``) and register placeholders."""
+    importlib.import_module('mmaction.models')
+    _register_drn_placeholder()

@@ -1,0 +1,1 @@
+from . import backbones, heads, text  # noqa: F401

@@ -1,0 +1,87 @@
+"""icar_dense registers into the host libraries' registries, scoped."""
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+
+import icar_dense  # noqa: F401
+from icar_dense.registry import register_shared_model
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@register_shared_model()
+class _SharedProbe(torch.nn.Module):
+
+    def __init__(self, width=2):
+        super().__init__()
+        self.width = width
+
+
+def _build_in_scope(scope, cfg):
+    from mmengine.registry import MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        init_default_scope(scope)
+        return MODELS.build(cfg)
+
+
+def test_shared_module_visible_in_every_scope():
+    from mmaction.registry import MODELS as ACTION
+    from mmdet.registry import MODELS as DET
+    from mmseg.registry import MODELS as SEG
+    for registry in (DET, SEG, ACTION):
+        assert registry.get('_SharedProbe') is _SharedProbe
+        assert registry.build(dict(type='_SharedProbe', width=3)).width == 3
+
+
+def test_configs_name_host_modules_next_to_ours():
+    """A config importing icar_dense builds stock mmdet/mmseg/mmaction
+    models through each library's scope."""
+    cfg = Config(
+        dict(
+            custom_imports=dict(imports=['icar_dense']),
+            det=dict(
+                type='RetinaNet',
+                data_preprocessor=dict(type='DetDataPreprocessor'),
+                backbone=dict(type='ResNet', depth=18, base_channels=8,
+                              out_indices=(3, )),
+                neck=None,
+                bbox_head=dict(
+                    type='RetinaHead', num_classes=2, in_channels=64,
+                    feat_channels=8, stacked_convs=1,
+                    anchor_generator=dict(
+                        type='AnchorGenerator', octave_base_scale=4,
+                        scales_per_octave=1, ratios=[1.0], strides=[32]),
+                    bbox_coder=dict(type='DeltaXYWHBBoxCoder'),
+                    loss_cls=dict(type='FocalLoss', use_sigmoid=True),
+                    loss_bbox=dict(type='L1Loss')),
+                test_cfg=dict(nms_pre=10, score_thr=0.0, max_per_img=5,
+                              nms=dict(type='nms', iou_threshold=0.5))),
+            seg=dict(
+                type='EncoderDecoder',
+                backbone=dict(type='ResNetV1c', depth=18, stem_channels=8,
+                              base_channels=8, out_indices=(3, )),
+                decode_head=dict(type='FCNHead', in_channels=64, in_index=0,
+                                 channels=8, num_classes=3, num_convs=1)),
+            action=dict(
+                type='Recognizer2D',
+                backbone=dict(type='ResNet', depth=18, pretrained=None),
+                cls_head=dict(type='TSNHead', num_classes=4,
+                              in_channels=512))))
+    det = _build_in_scope('mmdet', cfg.det)
+    seg = _build_in_scope('mmseg', cfg.seg)
+    action = _build_in_scope('mmaction', cfg.action)
+    assert type(det).__module__.startswith('mmdet')
+    assert type(seg).__module__.startswith('mmseg')
+    assert type(action).__module__.startswith('mmaction')
+    with torch.no_grad():
+        out = seg(torch.rand(1, 3, 32, 32), mode='tensor')
+    assert out.shape[1] == 3
+
+
+def test_public_configs_import_icar_dense():
+    for runtime in ('det', 'seg', 'action'):
+        cfg = Config.fromfile(
+            osp.join(REPO, f'configs/_base_/default_runtime_{runtime}.py'))
+        assert 'icar_dense' in cfg.custom_imports['imports']
