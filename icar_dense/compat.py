@@ -15,8 +15,9 @@ Each fix targets one documented defect of a pinned release, is applied once by
 * torch >= 2.6 loads checkpoints with ``weights_only=True`` by default, and
   mmengine 0.10.7 stores message-hub buffers and numpy values in its
   checkpoints, so resuming fails.  We allow-list exactly those types with
-  ``torch.serialization.add_safe_globals``: code-executing pickles are still
-  refused.
+  ``torch.serialization.add_safe_globals`` and make ``HistoryBuffer`` pickle
+  its data only (mmengine also pickled functions through ``getattr``, which
+  cannot be allow-listed safely): code-executing pickles are still refused.
 * ``mmengine``'s ``init_dist`` calls ``torch.cuda.set_device`` even for gloo on
   a machine without a GPU, and its runner hands ``device_ids`` to DDP for a CPU
   module; both make CPU multi-process training impossible.
@@ -41,12 +42,15 @@ def _install_missing_drn_module():
     pkg_name = 'mmaction.models.localizers.drn'
     if pkg_name in sys.modules:
         return
-    spec = importlib.util.find_spec('mmaction.models.localizers')
+    # find_spec('mmaction.models.localizers') would import mmaction.models,
+    # the very import that fails: locate the folder from the top package.
+    spec = importlib.util.find_spec('mmaction')
     if spec is None or not spec.submodule_search_locations:
         return
     import os
     for location in spec.submodule_search_locations:
-        if os.path.isdir(os.path.join(location, 'drn')):
+        if os.path.isdir(os.path.join(location, 'models', 'localizers',
+                                      'drn')):
             return  # a complete installation: nothing to fix
 
     class DRN:
@@ -131,7 +135,30 @@ def mmengine_safe_globals():
     return safe
 
 
+def _history_buffer_data_only():
+    """Pickle HistoryBuffer without its statistics-method table.
+
+    mmengine pickles the table's functions as ``builtins.getattr(cls, name)``
+    calls; allow-listing ``getattr`` would let a checkpoint reach any
+    attribute of any allowed object, i.e. run code.  The table is class-level
+    and filled at import time (defaults and ``register_statistics``), so the
+    data alone restores the buffer exactly.
+    """
+    from mmengine.logging import HistoryBuffer
+    if getattr(HistoryBuffer.__getstate__, '_icar_patched', False):
+        return
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop('statistics_methods', None)
+        return state
+
+    __getstate__._icar_patched = True
+    HistoryBuffer.__getstate__ = __getstate__
+
+
 def allow_mmengine_checkpoints():
+    _history_buffer_data_only()
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
     if add_safe_globals is None:  # torch < 2.4 loads them anyway
         return

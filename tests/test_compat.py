@@ -24,6 +24,8 @@ def test_mmaction_models_import_and_build():
     compat.finish_mmaction_import()
     import mmaction.models  # noqa: F401
     from mmaction.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmaction')
     recognizer = MODELS.build(
         dict(
             type='Recognizer3D',
@@ -41,9 +43,9 @@ def test_mmaction_models_import_and_build():
             cls_head=dict(
                 type='I3DHead', in_channels=256, num_classes=3),
             data_preprocessor=dict(
-                type='ActionDataPreProcessor', format_shape='NCTHW')))
+                type='ActionDataPreprocessor', format_shape='NCTHW')))
     clip = torch.rand(1, 1, 3, 4, 32, 32)
-    scores = recognizer(clip, mode='tensor')
+    scores = recognizer(clip, mode='tensor', stage='head')
     assert scores.shape[-1] == 3
 
 

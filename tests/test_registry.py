@@ -76,7 +76,7 @@ def test_configs_name_host_modules_next_to_ours():
     assert type(seg).__module__.startswith('mmseg')
     assert type(action).__module__.startswith('mmaction')
     with torch.no_grad():
-        out = seg(torch.rand(1, 3, 32, 32), mode='tensor')
+        out = seg.eval()(torch.rand(1, 3, 32, 32), mode='tensor')
     assert out.shape[1] == 3
 
 

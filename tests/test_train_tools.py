@@ -5,6 +5,8 @@ import os.path as osp
 
 import torch
 
+import icar_dense  # noqa: F401  (allow-lists mmengine checkpoint types)
+
 from conftest import check_ok, run_tool
 
 CONFIG = 'tests/configs/tiny_seg_fcn.py'
@@ -55,7 +57,7 @@ def test_dist_train_two_cpu_processes(tiny_ade_root, tmp_path):
         ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', work,
          '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',
          'custom_imports.imports=[icar_dense,helpers_rank_marker]',
-         'custom_hooks=[dict(type=RankMarkerHook)]',
+         'custom_hooks.0.type=RankMarkerHook',
          *_data_options(tiny_ade_root)],
         env=dict(PORT='29641', PYTHONPATH='tests'))
     check_ok(proc)

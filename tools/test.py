@@ -10,6 +10,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import icar_dense  # noqa: E402,F401  (applies compat fixes, registers modules)
 from icar_dense.engine import (adapt_to_machine, local_rank_to_env,  # noqa
+                               merge_cfg_options,
                                setup_work_dir, task_scope)
 from icar_dense.engine.testing import (enable_result_dump,  # noqa: E402
                                        enable_show_dir, enable_tta,
@@ -51,8 +52,7 @@ def main():
     args = parse_args()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)
     task_scope(cfg)
     setup_work_dir(cfg, args.work_dir)
     cfg.load_from = args.checkpoint

@@ -11,7 +11,8 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import icar_dense  # noqa: E402,F401  (applies compat fixes, registers modules)
 from icar_dense.engine import (adapt_to_machine, enable_amp,  # noqa: E402
-                               local_rank_to_env, setup_work_dir, task_scope)
+                               local_rank_to_env, merge_cfg_options,
+                               setup_work_dir, task_scope)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -47,8 +48,7 @@ def main():
     args = parse_args()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)
     task_scope(cfg)
     setup_work_dir(cfg, args.work_dir)
     if args.amp:

@@ -1,8 +1,8 @@
 from .hooks import SaveMetricsHook, write_json_atomic
 from .runtime import (adapt_to_machine, enable_amp, local_rank_to_env,
-                      setup_work_dir, task_scope)
+                      merge_cfg_options, setup_work_dir, task_scope)
 
 __all__ = [
     'SaveMetricsHook', 'write_json_atomic', 'adapt_to_machine', 'enable_amp',
-    'local_rank_to_env', 'setup_work_dir', 'task_scope'
+    'local_rank_to_env', 'merge_cfg_options', 'setup_work_dir', 'task_scope'
 ]

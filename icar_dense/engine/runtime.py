@@ -61,3 +61,18 @@ def enable_amp(cfg: Config) -> Config:
 def local_rank_to_env(local_rank):
     if 'LOCAL_RANK' not in os.environ and local_rank is not None:
         os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def merge_cfg_options(cfg: Config, options) -> Config:
+    """``--cfg-options`` merge that also honours a changed ``custom_imports``.
+
+    ``Config.fromfile`` imports ``custom_imports`` before the command-line
+    options are merged; modules added on the command line are imported here.
+    """
+    if options:
+        cfg.merge_from_dict(options)
+        imports = cfg.get('custom_imports')
+        if imports:
+            from mmengine.utils import import_modules_from_strings
+            import_modules_from_strings(**imports)
+    return cfg

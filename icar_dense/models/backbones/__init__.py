@@ -1,0 +1,3 @@
+from .icar_swin import SWIN_ARCHS, ICARSwinTransformer
+
+__all__ = ['SWIN_ARCHS', 'ICARSwinTransformer']

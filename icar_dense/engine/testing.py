@@ -1,0 +1,145 @@
+"""Config edits behind ``tools/test.py``'s options, for all three tasks."""
+import os.path as osp
+import warnings
+
+from mmengine.config import Config, ConfigDict
+
+EMBEDDING_SUFFIXES = ('.pth', '.pt')
+
+
+def enable_tta(cfg: Config) -> Config:
+    """Swap in ``tta_model``/``tta_pipeline`` (mmdet/mmseg convention)."""
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    if missing:
+        raise KeyError(f'--tta: config {cfg.filename!r} defines no '
+                       f'{" / ".join(missing)}')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+    return cfg
+
+
+def enable_show_dir(cfg: Config, show_dir: str) -> Config:
+    """Turn on the host library's visualization hook, writing to show_dir."""
+    hooks = cfg.get('default_hooks', {})
+    if 'visualization' not in hooks:
+        raise KeyError(
+            f'--show-dir: config {cfg.filename!r} has no '
+            "default_hooks.visualization (inherit a configs/_base_/"
+            'default_runtime_*.py)')
+    vis = hooks['visualization']
+    scope = cfg.get('default_scope')
+    if scope == 'mmdet':
+        vis['draw'] = True
+        vis['test_out_dir'] = show_dir
+    elif scope == 'mmseg':
+        vis['draw'] = True
+        vis['interval'] = 1
+        cfg.visualizer['save_dir'] = show_dir
+    elif scope == 'mmaction':
+        vis['enable'] = True
+        vis['out_dir'] = show_dir
+        vis['interval'] = 1
+    else:
+        raise ValueError(f'--show-dir: unsupported default_scope {scope!r}')
+    return cfg
+
+
+def enable_result_dump(cfg: Config, out_file: str) -> Config:
+    """Append a metric that pickles the raw predictions to ``out_file``."""
+    if not out_file.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl file, got {out_file!r}')
+    dump = dict(
+        type='DumpDetResults' if cfg.get('default_scope') == 'mmdet' else
+        'DumpResults',
+        out_file_path=out_file)
+    evaluator = cfg.test_evaluator
+    if isinstance(evaluator, (list, tuple)):
+        cfg.test_evaluator = list(evaluator) + [dump]
+    elif evaluator.get('type') == 'Evaluator' or 'metrics' in evaluator:
+        metrics = evaluator['metrics']
+        if not isinstance(metrics, (list, tuple)):
+            metrics = [metrics]
+        evaluator['metrics'] = list(metrics) + [dump]
+    else:
+        cfg.test_evaluator = [evaluator, dump]
+    return cfg
+
+
+def read_vocabulary_argument(value: str):
+    """``--vocabulary`` -> (vocabulary source, embeddings path, class names).
+
+    Accepted: a precomputed embeddings file (``.pth``), a ``.txt``/``.json``
+    vocabulary file, a dataset name known to the text module, or a
+    comma-separated list of class names.
+    """
+    from icar_dense.models.text import load_vocabulary
+    if value.endswith(EMBEDDING_SUFFIXES):
+        from icar_dense.utils.checkpoint import load_checkpoint_file
+        payload = load_checkpoint_file(value)
+        if not isinstance(payload, dict) or 'class_names' not in payload:
+            raise KeyError(f'--vocabulary {value!r}: an embeddings file must '
+                           "hold 'class_names' and 'embeddings' (write one "
+                           'with tools/build_vocab_embeddings.py)')
+        return None, value, list(payload['class_names'])
+    if value.endswith(('.txt', '.json')):
+        if not osp.isfile(value):
+            raise FileNotFoundError(f'--vocabulary: file not found: {value!r}')
+        return value, None, list(load_vocabulary(value).names)
+    if ',' in value:
+        names = [n.strip() for n in value.split(',') if n.strip()]
+        return names, None, list(load_vocabulary(names).names)
+    # a dataset name ('coco', 'lvis_v1', ...) or a single class name
+    try:
+        return value, None, list(load_vocabulary(value).names)
+    except (KeyError, ValueError, FileNotFoundError):
+        return [value], None, [value]
+
+
+def _retarget(node, source, embeddings, num_classes, counter):
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            _retarget(item, source, embeddings, num_classes, counter)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get('type') == 'TextClassifier':
+        node['vocabulary'] = source
+        node['embeddings'] = embeddings
+        counter['classifiers'] += 1
+    if 'text_classifier' in node and 'num_classes' in node:
+        node['num_classes'] = num_classes
+    for value in node.values():
+        _retarget(value, source, embeddings, num_classes, counter)
+
+
+def _set_dataset_classes(dataset_cfg, names):
+    while isinstance(dataset_cfg, dict) and 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg['dataset']  # dataset wrappers
+    metainfo = dict(dataset_cfg.get('metainfo') or {})
+    metainfo['classes'] = tuple(names)
+    dataset_cfg['metainfo'] = ConfigDict(metainfo)
+
+
+def use_vocabulary(cfg: Config, value: str) -> Config:
+    """Evaluate / predict with another class list, without retraining.
+
+    Every ``TextClassifier`` in the model gets the new vocabulary (or the
+    precomputed embeddings), every head owning one gets the matching
+    ``num_classes``, and the test dataset's metainfo lists the new classes
+    (so metrics and visualizations use them).
+    """
+    source, embeddings, names = read_vocabulary_argument(value)
+    counter = dict(classifiers=0)
+    _retarget(cfg.model, source, embeddings, len(names), counter)
+    if 'tta_model' in cfg:
+        _retarget(cfg.tta_model, source, embeddings, len(names), counter)
+    if counter['classifiers'] == 0:
+        raise ValueError(
+            f'--vocabulary: the model of {cfg.filename!r} has no '
+            'TextClassifier, so its classes are fixed by training')
+    _set_dataset_classes(cfg.test_dataloader.dataset, names)
+    if len(names) < 2:
+        warnings.warn(f'--vocabulary: a single class ({names}); '
+                      'softmax-based heads need at least two')
+    return cfg

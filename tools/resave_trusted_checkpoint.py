@@ -1,0 +1,51 @@
+"""Re-save a checkpoint you trust so the safe loader accepts it.
+
+    python tools/resave_trusted_checkpoint.py IN.pth OUT.pth
+
+icar_dense loads every checkpoint with ``weights_only=True``; files holding
+arbitrary Python objects are refused because unpickling them can run code.
+This script unpickles IN.pth fully (ONLY run it on files from a source you
+trust) and writes OUT.pth with tensors, numbers, strings and containers
+only; anything else is dropped and listed.
+"""
+import argparse
+import numbers
+import os.path as osp
+import sys
+
+import torch
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+from icar_dense.utils.checkpoint import save_checkpoint_file  # noqa: E402
+
+
+def plain(obj, path, dropped):
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if obj is None or isinstance(obj, (str, bool, numbers.Number)):
+        return obj.item() if hasattr(obj, 'item') else obj
+    if isinstance(obj, dict):
+        return {k: plain(v, f'{path}.{k}', dropped) for k, v in obj.items()
+                if isinstance(k, (str, int))}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v, f'{path}[{i}]', dropped)
+                         for i, v in enumerate(obj))
+    dropped.append(f'{path}: {type(obj).__name__}')
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('src')
+    parser.add_argument('dst')
+    args = parser.parse_args()
+    checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
+    dropped = []
+    save_checkpoint_file(plain(checkpoint, 'checkpoint', dropped), args.dst)
+    for item in dropped:
+        print(f'dropped {item}')
+    print(f'wrote {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
