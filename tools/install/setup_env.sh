@@ -32,7 +32,8 @@ if [[ ! -x "${VENV}/bin/python" ]]; then
     fi
     say "creating virtual environment ${VENV}"
     "${PYTHON}" -m venv "${venv_args[@]}" "${VENV}"
-    "${VENV}/bin/python" -m pip install -q --upgrade pip
+    "${VENV}/bin/python" -m pip install -q --upgrade pip 2>&1 |
+        grep -v '^WARNING: Location' || true
 fi
 PY="${VENV}/bin/python"
 PIP=("${PY}" -m pip --disable-pip-version-check)
@@ -42,7 +43,8 @@ if "${PY}" -c 'import torch, torchvision' >/dev/null 2>&1; then
     say "torch present: $("${PY}" -c 'import torch, torchvision; print(torch.__version__, "/ torchvision", torchvision.__version__)') (kept)"
 else
     say "installing torch + torchvision (requirements/torch.txt)"
-    "${PIP[@]}" install -q -r "${REQ}/torch.txt"
+    "${PIP[@]}" install -q -r "${REQ}/torch.txt" 2>&1 |
+        grep -v '^WARNING: Location' || true
 fi
 
 # ---------------------------------------------------------------- mmcv
@@ -75,7 +77,9 @@ EOF
     else
         say "using cached mmcv wheel from ${CACHE_DIR}"
     fi
-    "${PIP[@]}" install -q --find-links "${CACHE_DIR}" --no-index --no-deps mmcv==2.1.0
+    # --only-binary: take the cached build, never the sdist; deps from PyPI
+    "${PIP[@]}" install -q --find-links "${CACHE_DIR}" --only-binary mmcv \
+        mmcv==2.1.0 2>&1 | grep -v '^WARNING: Location' || true
     mmcv_ok || { say "ERROR: mmcv installed but its ops do not import"; exit 1; }
 fi
 
