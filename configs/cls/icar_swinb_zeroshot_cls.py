@@ -1,0 +1,36 @@
+# Zero-shot image classification with an iCAR checkpoint: the sanity check to
+# run on a (converted) checkpoint before any dense task.
+#   python tools/zeroshot_cls.py configs/cls/icar_swinb_zeroshot_cls.py \
+#       data/imagenet/val --classes imagenet_classes.txt
+checkpoint = 'data/pretrained/icar_swinb.pth'  # official or converted
+roberta = 'data/pretrained/roberta-base'  # HF folder (config + tokenizer)
+
+model = dict(
+    backbone=dict(
+        type='ICARSwinTransformer',
+        arch='base',
+        out_indices=(3, ),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    text_classifier=dict(
+        type='TextClassifier',
+        in_channels=1024,
+        embed_dim=256,
+        text_encoder=dict(
+            type='RobertaTextEncoder', model=roberta, max_length=16),
+        vocabulary=None,  # from --classes or the folder names
+        templates='imagenet80',
+        tau=0.05,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint,
+                      prefix='text_classifier.')))
+
+# iCAR's zero-shot normalisation: CLIP's mean/std on the 0-255 scale
+data = dict(
+    resize=256,
+    crop_size=224,
+    mean=[123.2524, 117.2038, 104.5019],
+    std=[68.7692, 66.8935, 70.5989],
+    batch_size=64,
+    num_workers=4)
+
+inmap = dict(tau_t=0.01, tau_i=0.04, alpha=0.6, gamma=0.0, iters=2000,
+             lr=10.0)
