@@ -12,6 +12,7 @@
 import logging
 import os
 import os.path as osp
+import sys
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -20,8 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from mmengine.dist import is_main_process as _is_main_process
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
+from mmengine.utils import ProgressBar
 
 from icar_dense.registry import register_shared_model
 from icar_dense.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
@@ -50,6 +53,8 @@ class BaseTextEncoder(BaseModule):
             raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
         self.embed_dim = embed_dim
         self.batch_size = batch_size
+        # batches from which encode() shows a progress bar
+        self.progress_min_batches = 4
 
     @property
     def device(self) -> torch.device:
@@ -75,10 +80,19 @@ class BaseTextEncoder(BaseModule):
         texts = list(texts)
         if not texts:
             return torch.zeros(0, self.embed_dim, device=self.device)
-        outs = [
-            self.encode_batch(texts[i:i + self.batch_size])
-            for i in range(0, len(texts), self.batch_size)
-        ]
+        starts = range(0, len(texts), self.batch_size)
+        # a large vocabulary x templates takes minutes on a CPU: show it,
+        # on stderr so that tools printing JSON on stdout stay parseable
+        bar = None
+        if len(starts) >= self.progress_min_batches and _is_main_process():
+            bar = ProgressBar(len(texts), file=sys.stderr)
+        outs = []
+        for i in starts:
+            outs.append(self.encode_batch(texts[i:i + self.batch_size]))
+            if bar is not None:
+                bar.update(len(outs[-1]))
+        if bar is not None:
+            sys.stderr.write('\n')
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:

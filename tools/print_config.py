@@ -1,0 +1,28 @@
+"""Print the fully resolved config (after _base_ and --cfg-options)."""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+
+import icar_dense  # noqa: E402,F401
+from mmengine.config import Config, DictAction  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('config')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--save-path', help='also write it to this file')
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    print(f'Config:\n{cfg.pretty_text}')
+    if args.save_path:
+        cfg.dump(args.save_path)
+        print(f'saved to {args.save_path}')
+
+
+if __name__ == '__main__':
+    main()
