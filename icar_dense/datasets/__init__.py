@@ -1,0 +1,1 @@
+from .action_zeroshot import ZeroShotVideoDataset  # noqa: F401,E402

@@ -1,0 +1,1 @@
+from .action_splits import MultiSplitTestLoop, summarize_splits  # noqa: F401,E402

@@ -1,0 +1,71 @@
+# Video Swin-B (mmaction2's SwinTransformer3D, 2x4x4 patches, window 8x7x7)
+# inflated from the iCAR Swin-B image encoder, with the iCAR language head:
+# clip features averaged over time and space, dropout, visual projection
+# (1024 -> 256, from the checkpoint's visual_model.projector), cosine with the
+# RoBERTa embeddings of the class prompts / tau (0.05).  Video uses the
+# single template "a photo of {}." (one prompt per class, train and test).
+#
+# Weights: `backbone.pretrained` and the text classifier's init_cfg name an
+# official iCAR checkpoint (set by the configs in configs/action/); the
+# recognizer also reads that file directly as a test checkpoint.  RoBERTa's
+# weights come from it too; its tokenizer is read from the Hugging Face
+# cache/hub ('roberta-base'); offline, point `tokenizer` to a folder with
+# vocab.json + merges.txt.
+roberta_base = dict(
+    vocab_size=50265,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-05,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2)
+model = dict(
+    type='ICARRecognizer3D',
+    backbone=dict(
+        type='ICARSwinTransformer3D',
+        arch='base',
+        pretrained=None,
+        pretrained2d=True,
+        patch_size=(2, 4, 4),
+        window_size=(8, 7, 7),
+        mlp_ratio=4.,
+        qkv_bias=True,
+        qk_scale=None,
+        drop_rate=0.,
+        attn_drop_rate=0.,
+        drop_path_rate=0.3,
+        patch_norm=True),
+    data_preprocessor=dict(
+        type='ActionDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        format_shape='NCTHW'),
+    cls_head=dict(
+        type='ICARVideoHead',
+        in_channels=1024,
+        num_classes=400,
+        spatial_type='avg',
+        dropout_ratio=0.5,
+        average_clips='prob',
+        text_classifier=dict(
+            type='TextClassifier',
+            in_channels=1024,
+            embed_dim=256,
+            text_encoder=dict(
+                type='RobertaTextEncoder',
+                model=None,
+                config=roberta_base,
+                tokenizer='roberta-base',
+                max_length=16,
+                embed_dim=256),
+            vocabulary='kinetics400',
+            templates='single',
+            tau=0.05,
+            learnable_tau=False,
+            background=False,
+            freeze_text_encoder=True,
+            cache_dir=None)))

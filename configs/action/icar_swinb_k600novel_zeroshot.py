@@ -1,0 +1,25 @@
+# Zero-shot action recognition on the Kinetics-600 classes not in
+# Kinetics-400 (three splits of 160 classes)
+# with the Video Swin-B iCAR model fine-tuned on Kinetics-400
+# (icar_swinb_k400_finetune.py), without training on its videos; the text
+# classifier gets each split's class names.  Reported: top-1 (and top-5, mean
+# class accuracy) as mean +- std over the splits, also written to
+# <work_dir>/zeroshot_splits.json.
+#   tools/test.py configs/action/icar_swinb_k600novel_zeroshot.py K400_CKPT
+# Frames are normalised as in fine-tuning (ImageNet mean/std).  Test only.
+_base_ = [
+    '../_base_/models/recognizer_icar_swin3d.py',
+    '../_base_/datasets/kinetics600_novel_zeroshot_splits.py',
+    '../_base_/default_runtime_action.py'
+]
+model = dict(backbone=dict(drop_path_rate=0.))
+default_hooks = dict(
+    visualization=dict(type='VisualizationHook', enable=False))
+# test only
+train_dataloader = None
+train_cfg = None
+optim_wrapper = None
+param_scheduler = None
+val_dataloader = None
+val_cfg = None
+val_evaluator = None

@@ -1,0 +1,10 @@
+"""InMaP proxy learning (pure torch; no OpenMMLab imports)."""
+from .core import (INMAP_VARIANTS, InMaPResult, learn_vision_proxies,
+                   load_proxies, predict_with_proxies, save_proxies,
+                   sinkhorn_pseudo_labels, soft_ce_gradient)
+
+__all__ = [
+    'INMAP_VARIANTS', 'InMaPResult', 'learn_vision_proxies', 'load_proxies',
+    'predict_with_proxies', 'save_proxies', 'sinkhorn_pseudo_labels',
+    'soft_ce_gradient'
+]

@@ -1,0 +1,115 @@
+"""mmaction2's ``Recognizer3D`` that reads official iCAR checkpoints.
+
+Two additions to ``Recognizer3D``, nothing else:
+
+* ``set_vocabulary`` / ``class_names`` swap the class list of the head's
+  text classifier (used by the multi-split zero-shot test loop);
+* any state dict loaded into the model (``load_from``, ``tools/test.py
+  CONFIG CKPT``, ``tools/demo.py``, mmaction's ``init_recognizer``) may be an
+  **official iCAR image checkpoint** (``{'model': {visual_model.*,
+  sentence_model.*}}``): its Swin is inflated to the video backbone (by the
+  backbone's ``inflate_state_dict``, i.e. mmaction's inflation) and its text
+  tower and visual projection go to ``cls_head.text_classifier``.  That is
+  how a zero-shot video config is tested before any video training.
+"""
+from collections import OrderedDict
+
+from mmaction.models.recognizers import Recognizer3D
+from mmaction.registry import MODELS
+from mmengine.logging import print_log
+
+from icar_dense.models.text import convert_icar_text_classifier
+from icar_dense.utils.checkpoint import CheckpointError, split_icar_state_dict
+
+_ICAR_PREFIXES = ('visual_model.', 'sentence_model.')
+# keys old transformers releases saved that RobertaModel no longer has
+_LEGACY_TEXT_KEYS = ('text_encoder.backbone.embeddings.position_ids',
+                     'text_encoder.backbone.pooler.')
+
+
+@MODELS.register_module()
+class ICARRecognizer3D(Recognizer3D):
+    """``Recognizer3D`` with vocabulary swapping and iCAR checkpoint reading.
+
+    Args: those of mmaction2's ``Recognizer3D``.
+    """
+
+    @property
+    def class_names(self):
+        return self.cls_head.class_names
+
+    def set_vocabulary(self, vocabulary, **kwargs) -> None:
+        """Swap the class list of the head's text classifier."""
+        if not hasattr(self.cls_head, 'set_vocabulary'):
+            raise TypeError(
+                f'{type(self).__name__}: the head '
+                f'{type(self.cls_head).__name__} has no text classifier, so '
+                'its classes are fixed by training')
+        self.cls_head.set_vocabulary(vocabulary, **kwargs)
+
+    # ------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._map_icar_checkpoint(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _map_icar_checkpoint(self, state_dict, prefix: str) -> None:
+        """Rewrite an official iCAR state dict in place into ours."""
+        ours = [k for k in state_dict if k.startswith(prefix)]
+        rel = OrderedDict((k[len(prefix):], k) for k in ours)
+        nested = state_dict.get(prefix + 'model')
+        if isinstance(nested, dict) and any(
+                k.startswith(_ICAR_PREFIXES) for k in nested):
+            # an official file loaded as-is: {'model': {...}, 'epoch': ...}
+            consumed, official = list(ours), nested
+        elif any(r.startswith(_ICAR_PREFIXES) for r in rel):
+            consumed = [
+                k for r, k in rel.items() if r.startswith(_ICAR_PREFIXES)
+            ]
+            official = OrderedDict((r, state_dict[k]) for r, k in rel.items()
+                                   if r.startswith(_ICAR_PREFIXES))
+        else:
+            if any(r.startswith('backbone.stages.') for r in rel):
+                raise CheckpointError(
+                    f'{type(self).__name__}: this checkpoint holds a 2D '
+                    'OpenMMLab Swin (backbone.stages.*), e.g. the output of '
+                    'tools/convert_icar.py; the video backbone reads the '
+                    'official iCAR file (or an original Swin checkpoint) '
+                    'directly: pass that file instead')
+            return
+        for key in consumed:
+            state_dict.pop(key)
+        parts = split_icar_state_dict(official, 'iCAR checkpoint')
+        notes = []
+        if parts['swin']:
+            for key, value in self.backbone.inflate_state_dict(
+                    parts['swin']).items():
+                state_dict[prefix + 'backbone.' + key] = value
+        text = convert_icar_text_classifier(official)
+        classifier = getattr(self.cls_head, 'text_classifier', None)
+        if classifier is None:
+            notes.append(f'the head {type(self.cls_head).__name__} has no '
+                         'text_classifier: text weights ignored')
+        else:
+            own = classifier.state_dict()
+            no_tower = classifier.text_encoder is None
+            if no_tower:
+                notes.append('the text classifier reads an embeddings file: '
+                             'text tower weights ignored')
+            for key, value in text.items():
+                if key.startswith(_LEGACY_TEXT_KEYS) or (
+                        no_tower and key.startswith('text_encoder.')):
+                    continue
+                if key in own and own[key].shape != value.shape:
+                    notes.append(f'{key} {tuple(value.shape)} does not fit '
+                                 f'{tuple(own[key].shape)}: kept the '
+                                 'initialisation')
+                    continue
+                state_dict[prefix + 'cls_head.text_classifier.' + key] = value
+        if parts['unexpected']:
+            notes.append(f"unrecognised keys {parts['unexpected'][:5]}")
+        print_log(
+            f'{type(self).__name__}: reading an official iCAR checkpoint '
+            '(Swin inflated to the video backbone, text tower and visual '
+            'projection to cls_head.text_classifier)'
+            f'{"; " + "; ".join(notes) if notes else ""}',
+            logger='current')
