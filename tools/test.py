@@ -10,7 +10,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import icar_dense  # noqa: E402,F401  (applies compat fixes, registers modules)
 from icar_dense.engine import (adapt_to_machine, local_rank_to_env,  # noqa
-                               merge_cfg_options,
+                               dry_run_exit, merge_cfg_options,
                                setup_work_dir, task_scope)
 from icar_dense.engine.testing import (enable_result_dump,  # noqa: E402
                                        enable_show_dir, enable_tta,
@@ -65,6 +65,7 @@ def main():
     if args.vocabulary:
         use_vocabulary(cfg, args.vocabulary)
     adapt_to_machine(cfg)
+    dry_run_exit(cfg, 'test')
 
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))

@@ -10,9 +10,9 @@ import sys
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import icar_dense  # noqa: E402,F401  (applies compat fixes, registers modules)
-from icar_dense.engine import (adapt_to_machine, enable_amp,  # noqa: E402
-                               local_rank_to_env, merge_cfg_options,
-                               setup_work_dir, task_scope)
+from icar_dense.engine import (adapt_to_machine, dry_run_exit,  # noqa: E402
+                               enable_amp, local_rank_to_env,
+                               merge_cfg_options, setup_work_dir, task_scope)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -65,6 +65,7 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
     adapt_to_machine(cfg)
+    dry_run_exit(cfg, 'train')
 
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))

@@ -1,1 +1,2 @@
+from .seg_ov_ade import ADE20KSeenDataset  # noqa: F401
 from .action_zeroshot import ZeroShotVideoDataset  # noqa: F401,E402

@@ -1,8 +1,10 @@
 from .hooks import SaveMetricsHook, write_json_atomic
-from .runtime import (adapt_to_machine, enable_amp, local_rank_to_env,
-                      merge_cfg_options, setup_work_dir, task_scope)
+from .runtime import (adapt_to_machine, dry_run_exit, enable_amp,
+                      local_rank_to_env, merge_cfg_options, setup_work_dir,
+                      task_scope)
 
 __all__ = [
-    'SaveMetricsHook', 'write_json_atomic', 'adapt_to_machine', 'enable_amp',
-    'local_rank_to_env', 'merge_cfg_options', 'setup_work_dir', 'task_scope'
+    'SaveMetricsHook', 'write_json_atomic', 'adapt_to_machine', 'dry_run_exit',
+    'enable_amp', 'local_rank_to_env', 'merge_cfg_options', 'setup_work_dir',
+    'task_scope'
 ]
