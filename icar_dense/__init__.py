@@ -6,4 +6,7 @@ compat.apply()
 from .version import __version__  # noqa: E402
 from . import datasets, engine, evaluation, models  # noqa: E402,F401
 
+# atomic checkpoints, safe loaders, registry suggestions (mmengine)
+engine.safety.apply()
+
 __all__ = ['__version__', 'compat']

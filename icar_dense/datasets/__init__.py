@@ -1,2 +1,3 @@
 from .seg_ov_ade import ADE20KSeenDataset  # noqa: F401
 from .action_zeroshot import ZeroShotVideoDataset  # noqa: F401,E402
+from .transforms import DataLoadError, SafeLoad  # noqa: F401,E402

@@ -8,3 +8,4 @@ __all__ = [
     'enable_amp', 'local_rank_to_env', 'merge_cfg_options', 'setup_work_dir',
     'task_scope'
 ]
+from . import safety  # noqa: F401,E402

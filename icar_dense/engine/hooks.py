@@ -1,8 +1,6 @@
 """Hooks shared by the three tasks."""
 import json
-import os
 import os.path as osp
-import tempfile
 
 from mmengine.dist import master_only
 from mmengine.hooks import Hook
@@ -11,19 +9,8 @@ from mmengine.registry import HOOKS
 
 def write_json_atomic(obj, path):
     """Write JSON so that ``path`` is either the old or the complete new file."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(path)),
-                               prefix='.' + osp.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=2, default=_to_builtin)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    from .safety import atomic_write
+    atomic_write(json.dumps(obj, indent=2, default=_to_builtin), path)
 
 
 def _to_builtin(value):
@@ -68,8 +55,5 @@ class SaveMetricsHook(Hook):
 
 
 def _write_text_atomic(text, path):
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(path)),
-                               prefix='.' + osp.basename(path), suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from .safety import atomic_write
+    atomic_write(text, path)

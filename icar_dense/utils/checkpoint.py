@@ -13,11 +13,9 @@ state dict with three prefixes:
 :func:`convert_icar_state_dict` turns it into the layout our modules use
 (``backbone.*`` in OpenMMLab Swin names, ``text_classifier.*``).
 """
-import os
 import os.path as osp
 import pickle
 import re
-import tempfile
 from collections import OrderedDict
 
 import torch
@@ -65,20 +63,12 @@ def load_checkpoint_file(path, map_location='cpu'):
 
 def save_checkpoint_file(obj, path):
     """``torch.save`` to a temporary file, then rename: never half-written."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + osp.basename(path),
-                               suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    import io
+
+    from icar_dense.engine.safety import atomic_write
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(buffer.getvalue(), path)
 
 
 def unwrap_state_dict(checkpoint, source='checkpoint'):
