@@ -4,7 +4,7 @@ from . import compat
 compat.apply()
 
 from .version import __version__  # noqa: E402
-from . import datasets, engine, evaluation, models  # noqa: E402,F401
+from . import datasets, engine, evaluation, inmap, models  # noqa: E402,F401
 
 # atomic checkpoints, safe loaders, registry suggestions (mmengine)
 engine.safety.apply()

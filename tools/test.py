@@ -15,6 +15,7 @@ from icar_dense.engine import (adapt_to_machine, local_rank_to_env,  # noqa
 from icar_dense.engine.testing import (enable_result_dump,  # noqa: E402
                                        enable_show_dir, enable_tta,
                                        use_vocabulary)
+from icar_dense.inmap import enable_inmap  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -36,6 +37,11 @@ def parse_args():
         'one: a .txt (one class per line, "name: description" allowed), a '
         '.json, a comma-separated list, or a precomputed embeddings file')
     parser.add_argument('--tta', action='store_true', help='test-time aug')
+    parser.add_argument(
+        '--inmap', action='store_true',
+        help='also evaluate with InMaP vision proxies learned on the test '
+        'set (reported as inmap/<metric>); options: the config\'s '
+        'inmap=dict(...) or --cfg-options inmap.iters=...')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value')
@@ -64,6 +70,7 @@ def main():
         enable_result_dump(cfg, args.out)
     if args.vocabulary:
         use_vocabulary(cfg, args.vocabulary)
+    enable_inmap(cfg, force=args.inmap)
     adapt_to_machine(cfg)
     dry_run_exit(cfg, 'test')
 

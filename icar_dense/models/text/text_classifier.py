@@ -203,6 +203,8 @@ class TextClassifier(BaseModule):
         self._class_cache: Optional[Tuple[Any, torch.Tensor]] = None
         self._prompt_cache: Optional[Tuple[Any, torch.Tensor]] = None
         self._weights_fp: Optional[Tuple[Any, str]] = None
+        # proxies replacing the class embeddings (set_class_proxies)
+        self._class_proxies: Optional[torch.Tensor] = None
         self.embeddings_file = embeddings
         if embeddings is not None:
             self._load_embeddings_file(embeddings)
@@ -250,6 +252,14 @@ class TextClassifier(BaseModule):
         """
         self._class_cache = None
         self._prompt_cache = None
+        if self._class_proxies is not None:
+            # proxies belong to the old class list
+            print_log(
+                'TextClassifier: new vocabulary, the class proxies set with '
+                'set_class_proxies() are dropped.',
+                logger='current',
+                level=logging.WARNING)
+            self._class_proxies = None
         if self._file_names is not None:
             self._select_file_classes(vocabulary)
             return
@@ -492,12 +502,78 @@ class TextClassifier(BaseModule):
         texts = [self.prompts.texts[i] for i in picks.tolist()]
         return F.normalize(self._encode(texts, True, sharded), dim=-1)
 
+    # ------------------------------------------------------------------
+    # proxies replacing the text embeddings (e.g. InMaP vision proxies)
+    # ------------------------------------------------------------------
+    @property
+    def class_proxies(self) -> Optional[torch.Tensor]:
+        """The proxies set by :meth:`set_class_proxies` (unit-norm rows,
+        ``(C, D)`` or ``(C + 1, D)``), or None."""
+        return self._class_proxies
+
+    def set_class_proxies(self, proxies: Optional[torch.Tensor]) -> None:
+        """Replace the class embeddings by given proxies, or restore them.
+
+        Used to evaluate with vision proxies learned by InMaP
+        (:mod:`icar_dense.inmap`): while set, :meth:`class_embeddings`,
+        :meth:`all_class_embeddings` and ``forward`` use these rows instead
+        of the text embeddings, in eval and training mode alike.  The text
+        embeddings and their in-memory cache are untouched: ``None`` brings
+        them back without re-encoding.  The proxies are not saved in
+        checkpoints and :meth:`set_vocabulary` drops them.
+
+        Args:
+            proxies (Tensor | None): ``(C, D)`` proxies of the vocabulary
+                classes (rows in vocabulary order, ``D = embed_dim``), or
+                ``(C + 1, D)`` with the background proxy last when the
+                classifier has ``background=True`` (else its learned
+                background embedding is kept).  Rows are L2-normalised.
+                None removes the override.
+
+        Raises:
+            TypeError: If ``proxies`` is not a floating point tensor.
+            ValueError: On a wrong shape or non-finite / zero rows.
+        """
+        if proxies is None:
+            self._class_proxies = None
+            return
+        if not isinstance(proxies, torch.Tensor) or \
+                not proxies.is_floating_point():
+            raise TypeError('TextClassifier.set_class_proxies: proxies must '
+                            'be a floating point tensor of shape (C, D), got '
+                            f'{getattr(proxies, "dtype", type(proxies))}')
+        num = self.num_classes
+        rows = (num, num + 1) if self.bg_embed is not None else (num, )
+        if proxies.dim() != 2 or proxies.shape[0] not in rows or \
+                proxies.shape[1] != self.embed_dim:
+            hint = ''
+            if proxies.dim() == 2 and proxies.shape[1] in rows and \
+                    proxies.shape[0] == self.embed_dim:
+                hint = (' (it looks like (D, C), the layout of InMaP '
+                        'proxies; pass proxies.t())')
+            want = ' or '.join(f'({r}, {self.embed_dim})' for r in rows)
+            raise ValueError(
+                f'TextClassifier.set_class_proxies: proxies must have shape '
+                f'{want} for {num} classes (from '
+                f'{self.vocabulary.source}) and embed_dim={self.embed_dim}'
+                f'{" plus the background" if len(rows) == 2 else ""}, got '
+                f'{tuple(proxies.shape)}{hint}')
+        proxies = proxies.detach().float()
+        norms = torch.linalg.vector_norm(proxies, dim=1)
+        if not bool(torch.isfinite(proxies).all()) or bool((norms == 0).any()):
+            raise ValueError('TextClassifier.set_class_proxies: every proxy '
+                             'must be finite and non-zero')
+        self._class_proxies = (proxies / norms[:, None]).to(self._device)
+
     def class_embeddings(self) -> torch.Tensor:
         """Unit-norm class embeddings without the background, (C, D).
 
         Training mode: one random prompt per class (differentiable when the
-        encoder trains).  Eval mode: the prompt ensemble, cached.
+        encoder trains).  Eval mode: the prompt ensemble, cached.  While
+        proxies are set (:meth:`set_class_proxies`): those proxies.
         """
+        if self._class_proxies is not None:
+            return self._class_proxies[:self.num_classes].to(self._device)
         if self._file_names is not None:
             return self._file_embeds.to(self._device)
         if self.training:
@@ -533,6 +609,10 @@ class TextClassifier(BaseModule):
     def all_class_embeddings(self) -> torch.Tensor:
         """Class embeddings with the background appended, (C(+1), D)."""
         embeds = self.class_embeddings()
+        proxies = self._class_proxies
+        if proxies is not None and proxies.shape[0] > self.num_classes:
+            # background proxy given with the class proxies
+            return torch.cat([embeds, proxies[-1:].to(embeds)])
         if self.bg_embed is not None:
             bg = F.normalize(self.bg_embed, dim=-1).to(embeds.dtype)
             embeds = torch.cat([embeds, bg])
@@ -679,6 +759,9 @@ class TextClassifier(BaseModule):
         encoder = (
             type(self.text_encoder).__name__ if self.text_encoder is not None
             else f'embeddings={self.embeddings_file}')
+        proxies = (''
+                   if self._class_proxies is None else ', class_proxies=set')
         return (f'classes={self.num_classes}, embed_dim={self.embed_dim}, '
                 f'templates={len(self.templates)}, tau={self.tau:.4g}, '
-                f'background={self.bg_embed is not None}, {encoder}')
+                f'background={self.bg_embed is not None}, {encoder}'
+                f'{proxies}')
