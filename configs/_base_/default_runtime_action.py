@@ -10,7 +10,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     sync_buffers=dict(type='SyncBuffersHook'),
-    visualization=dict(type='VisualizationHook', enable=False))
+    visualization=dict(type='VideoVisualizationHook', enable=False))
 custom_hooks = [dict(type='SaveMetricsHook')]
 
 env_cfg = dict(

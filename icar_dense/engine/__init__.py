@@ -9,3 +9,4 @@ __all__ = [
     'task_scope'
 ]
 from . import safety  # noqa: F401,E402
+from .video_vis import VideoVisualizationHook  # noqa: F401,E402

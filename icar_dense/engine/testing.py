@@ -37,6 +37,10 @@ def enable_show_dir(cfg: Config, show_dir: str) -> Config:
         vis['interval'] = 1
         cfg.visualizer['save_dir'] = show_dir
     elif scope == 'mmaction':
+        if vis.get('type') in ('VisualizationHook',
+                               'mmaction.VisualizationHook'):
+            # mmaction2 1.2.0's hook crashes on 3D inputs: see video_vis.py
+            vis['type'] = 'VideoVisualizationHook'
         vis['enable'] = True
         vis['out_dir'] = show_dir
         vis['interval'] = 1
@@ -96,10 +100,10 @@ def read_vocabulary_argument(value: str):
         return [value], None, [value]
 
 
-def _retarget(node, source, embeddings, num_classes, counter):
+def _retarget(node, source, embeddings, names, counter):
     if isinstance(node, (list, tuple)):
         for item in node:
-            _retarget(item, source, embeddings, num_classes, counter)
+            _retarget(item, source, embeddings, names, counter)
         return
     if not isinstance(node, dict):
         return
@@ -108,9 +112,34 @@ def _retarget(node, source, embeddings, num_classes, counter):
         node['embeddings'] = embeddings
         counter['classifiers'] += 1
     if 'text_classifier' in node and 'num_classes' in node:
-        node['num_classes'] = num_classes
+        node['num_classes'] = len(names)
+    if 'text_classifier' in node and node.get('unseen_classes'):
+        # a training-time split (seg heads): keep the unseen names that are
+        # still in the vocabulary; the others do not exist any more
+        node['unseen_classes'] = [
+            c for c in node['unseen_classes'] if c in names]
     for value in node.values():
-        _retarget(value, source, embeddings, num_classes, counter)
+        _retarget(value, source, embeddings, names, counter)
+
+
+def _retarget_evaluator(evaluator, names):
+    """SeenUnseenIoUMetric: unseen names of the new vocabulary only; none
+    left -> plain IoUMetric (there is no unseen group to report)."""
+    if isinstance(evaluator, (list, tuple)):
+        for item in evaluator:
+            _retarget_evaluator(item, names)
+        return
+    if not isinstance(evaluator, dict):
+        return
+    if 'metrics' in evaluator:
+        _retarget_evaluator(evaluator['metrics'], names)
+    if evaluator.get('unseen_classes'):
+        kept = [c for c in evaluator['unseen_classes'] if c in names]
+        if kept:
+            evaluator['unseen_classes'] = kept
+        else:
+            evaluator.pop('unseen_classes')
+            evaluator['type'] = 'IoUMetric'
 
 
 def _set_dataset_classes(dataset_cfg, names):
@@ -131,13 +160,14 @@ def use_vocabulary(cfg: Config, value: str) -> Config:
     """
     source, embeddings, names = read_vocabulary_argument(value)
     counter = dict(classifiers=0)
-    _retarget(cfg.model, source, embeddings, len(names), counter)
+    _retarget(cfg.model, source, embeddings, names, counter)
     if 'tta_model' in cfg:
-        _retarget(cfg.tta_model, source, embeddings, len(names), counter)
+        _retarget(cfg.tta_model, source, embeddings, names, counter)
     if counter['classifiers'] == 0:
         raise ValueError(
             f'--vocabulary: the model of {cfg.filename!r} has no '
             'TextClassifier, so its classes are fixed by training')
+    _retarget_evaluator(cfg.get('test_evaluator'), names)
     _set_dataset_classes(cfg.test_dataloader.dataset, names)
     if len(names) < 2:
         warnings.warn(f'--vocabulary: a single class ({names}); '

@@ -1,0 +1,71 @@
+# Semantic segmentation on your own ADE20K-format dataset with the
+# open-vocabulary pixel classifier (walk-through: docs/new_task.md).
+# Everything is inherited from the public iCAR Swin-T UperNet recipe
+# (icar_swint_upernet_ade20k_160k.py: 512x512 crops, AdamW, frozen RoBERTa
+# text tower, 80 prompt templates); only three things change:
+#   1. the dataset: images + label maps in the ADE20K layout under data_root
+#      (label 0 = unlabelled, ignored; classes are 1..N);
+#   2. the vocabulary file: the N class names in label order, one per line,
+#      "name: description" allowed -- the text encoder turns them into the
+#      pixel classifier, so tools/test.py --vocabulary can later segment
+#      classes that were never annotated;
+#   3. the schedule: 20k iterations (a small dataset).
+# Layout expected under data_root:
+#   images/training/*.jpg       annotations/training/*.png
+#   images/validation/*.jpg     annotations/validation/*.png
+#   vocabulary.txt
+#   python tools/train.py configs/seg/example_custom_ov.py
+#   python tools/test.py configs/seg/example_custom_ov.py \
+#       work_dirs/example_custom_ov/iter_20000.pth --show-dir vis
+_base_ = ['./icar_swint_upernet_ade20k_160k.py']
+
+# 1. the dataset -----------------------------------------------------------
+data_root = 'data/streets/'
+classes = ('road', 'sidewalk', 'building', 'vegetation', 'sky')
+# BaseSegDataset takes any class names (ADE20KDataset only ADE's 150)
+dataset = dict(
+    type='BaseSegDataset',
+    data_root=data_root,
+    metainfo=dict(classes=classes),
+    img_suffix='.jpg',
+    seg_map_suffix='.png',
+    reduce_zero_label=True)
+train_dataloader = dict(
+    dataset=dict(
+        **dataset,
+        data_prefix=dict(
+            img_path='images/training',
+            seg_map_path='annotations/training')))
+val_dataloader = dict(
+    dataset=dict(
+        **dataset,
+        data_prefix=dict(
+            img_path='images/validation',
+            seg_map_path='annotations/validation')))
+test_dataloader = val_dataloader
+
+# 2. the vocabulary --------------------------------------------------------
+vocabulary = data_root + 'vocabulary.txt'
+num_classes = len(classes)
+model = dict(
+    decode_head=dict(
+        num_classes=num_classes,
+        text_classifier=dict(vocabulary=vocabulary)),
+    auxiliary_head=dict(num_classes=num_classes))
+
+# 3. the schedule: 20k iterations, validation and checkpoints every 2k -----
+max_iters = 20000
+param_scheduler = [
+    dict(
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(
+        type='PolyLR',
+        eta_min=0.0,
+        power=1.0,
+        begin=1500,
+        end=max_iters,
+        by_epoch=False)
+]
+train_cfg = dict(max_iters=max_iters, val_interval=2000)
+default_hooks = dict(
+    checkpoint=dict(interval=2000, max_keep_ckpts=2, save_best='mIoU'))
