@@ -25,6 +25,11 @@ ICAR_VISUAL_BACKBONE = 'visual_model.backbone.'
 ICAR_VISUAL_PROJECTOR = 'visual_model.projector.weight'
 ICAR_TEXT = 'sentence_model.'
 
+ICAR_PREFIXES = ('visual_model.', 'sentence_model.')
+# keys old transformers releases saved that RobertaModel no longer has
+LEGACY_TEXT_KEYS = ('text_encoder.backbone.embeddings.position_ids',
+                    'text_encoder.backbone.pooler.')
+
 # iCAR's renames of original Swin-Transformer keys.
 _ICAR_SWIN_RENAMES = (
     ('rel_pos_embed_table', 'relative_position_bias_table'),
@@ -265,3 +270,28 @@ def infer_roberta_config(text_state_dict, prefix='backbone.'):
                 intermediate_size=int(intermediate),
                 max_position_embeddings=int(positions),
                 type_vocab_size=int(type_vocab))
+
+
+def find_icar_state_dict(state_dict, prefix):
+    """An official iCAR state dict handed to a whole model's loader.
+
+    mmengine gives ``_load_from_state_dict`` the keys below ``prefix``; an
+    official file loaded as-is arrives as ``prefix + 'model'`` (its nested
+    dict), a flattened one as ``prefix + 'visual_model.*'`` etc.
+
+    Returns:
+        tuple: ``(official, consumed)`` -- the iCAR state dict (or None) and
+        the keys of ``state_dict`` it came from.
+    """
+    ours = [k for k in state_dict if k.startswith(prefix)]
+    rel = OrderedDict((k[len(prefix):], k) for k in ours)
+    nested = state_dict.get(prefix + 'model')
+    if isinstance(nested, dict) and any(
+            k.startswith(ICAR_PREFIXES) for k in nested):
+        return nested, list(ours)  # {'model': {...}, 'epoch': ...}
+    consumed = [k for r, k in rel.items() if r.startswith(ICAR_PREFIXES)]
+    if not consumed:
+        return None, []
+    official = OrderedDict((r, state_dict[k]) for r, k in rel.items()
+                           if r.startswith(ICAR_PREFIXES))
+    return official, consumed

@@ -12,19 +12,14 @@ Two additions to ``Recognizer3D``, nothing else:
   tower and visual projection go to ``cls_head.text_classifier``.  That is
   how a zero-shot video config is tested before any video training.
 """
-from collections import OrderedDict
-
 from mmaction.models.recognizers import Recognizer3D
 from mmaction.registry import MODELS
 from mmengine.logging import print_log
 
 from icar_dense.models.text import convert_icar_text_classifier
-from icar_dense.utils.checkpoint import CheckpointError, split_icar_state_dict
-
-_ICAR_PREFIXES = ('visual_model.', 'sentence_model.')
-# keys old transformers releases saved that RobertaModel no longer has
-_LEGACY_TEXT_KEYS = ('text_encoder.backbone.embeddings.position_ids',
-                     'text_encoder.backbone.pooler.')
+from icar_dense.utils.checkpoint import (LEGACY_TEXT_KEYS, CheckpointError,
+                                         find_icar_state_dict,
+                                         split_icar_state_dict)
 
 
 @MODELS.register_module()
@@ -54,21 +49,10 @@ class ICARRecognizer3D(Recognizer3D):
 
     def _map_icar_checkpoint(self, state_dict, prefix: str) -> None:
         """Rewrite an official iCAR state dict in place into ours."""
-        ours = [k for k in state_dict if k.startswith(prefix)]
-        rel = OrderedDict((k[len(prefix):], k) for k in ours)
-        nested = state_dict.get(prefix + 'model')
-        if isinstance(nested, dict) and any(
-                k.startswith(_ICAR_PREFIXES) for k in nested):
-            # an official file loaded as-is: {'model': {...}, 'epoch': ...}
-            consumed, official = list(ours), nested
-        elif any(r.startswith(_ICAR_PREFIXES) for r in rel):
-            consumed = [
-                k for r, k in rel.items() if r.startswith(_ICAR_PREFIXES)
-            ]
-            official = OrderedDict((r, state_dict[k]) for r, k in rel.items()
-                                   if r.startswith(_ICAR_PREFIXES))
-        else:
-            if any(r.startswith('backbone.stages.') for r in rel):
+        official, consumed = find_icar_state_dict(state_dict, prefix)
+        if official is None:
+            if any(k.startswith(prefix + 'backbone.stages.')
+                   for k in state_dict):
                 raise CheckpointError(
                     f'{type(self).__name__}: this checkpoint holds a 2D '
                     'OpenMMLab Swin (backbone.stages.*), e.g. the output of '
@@ -96,7 +80,7 @@ class ICARRecognizer3D(Recognizer3D):
                 notes.append('the text classifier reads an embeddings file: '
                              'text tower weights ignored')
             for key, value in text.items():
-                if key.startswith(_LEGACY_TEXT_KEYS) or (
+                if key.startswith(LEGACY_TEXT_KEYS) or (
                         no_tower and key.startswith('text_encoder.')):
                     continue
                 if key in own and own[key].shape != value.shape:

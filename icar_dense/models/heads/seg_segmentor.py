@@ -21,13 +21,10 @@ from mmengine.logging import print_log
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 
-from icar_dense.utils.checkpoint import convert_icar_state_dict, detect_layout
+from icar_dense.utils.checkpoint import (LEGACY_TEXT_KEYS,
+                                         convert_icar_state_dict,
+                                         detect_layout, find_icar_state_dict)
 from .seg_heads import TextSegHeadMixin
-
-_ICAR_PREFIXES = ('visual_model.', 'sentence_model.')
-# keys old transformers releases saved that RobertaModel no longer has
-_LEGACY_TEXT_KEYS = ('text_encoder.backbone.embeddings.position_ids',
-                     'text_encoder.backbone.pooler.')
 
 
 @MODELS.register_module()
@@ -92,22 +89,9 @@ class ICAREncoderDecoder(EncoderDecoder):
 
     def _map_icar_checkpoint(self, state_dict, prefix: str) -> None:
         """Rewrite an iCAR-layout state dict in place into ours."""
-        ours = [k for k in state_dict if k.startswith(prefix)]
-        rel = OrderedDict((k[len(prefix):], k) for k in ours)
-        nested = state_dict.get(prefix + 'model')
-        if isinstance(nested, dict) and any(
-                k.startswith(_ICAR_PREFIXES) for k in nested):
-            # an official file loaded as-is: {'model': {...}, 'epoch': ...}
-            consumed = list(ours)
-            official = nested
-        elif any(r.startswith(_ICAR_PREFIXES) for r in rel):
-            consumed = [k for r, k in rel.items()
-                        if r.startswith(_ICAR_PREFIXES)]
-            official = OrderedDict(
-                (rel_key, state_dict[k]) for rel_key, k in rel.items()
-                if rel_key.startswith(_ICAR_PREFIXES))
-        else:
-            official = None
+        official, consumed = find_icar_state_dict(state_dict, prefix)
+        rel = OrderedDict((k[len(prefix):], k) for k in state_dict
+                          if k.startswith(prefix))
         if official is not None:
             detect_layout(official, 'iCAR checkpoint')
             converted, unknown = convert_icar_state_dict(
@@ -132,7 +116,7 @@ class ICAREncoderDecoder(EncoderDecoder):
                 state_dict[prefix + key] = value
                 continue
             sub = key[len('text_classifier.'):]
-            if own is None or sub.startswith(_LEGACY_TEXT_KEYS):
+            if own is None or sub.startswith(LEGACY_TEXT_KEYS):
                 continue
             if sub in own_state and own_state[sub].shape != value.shape:
                 notes.append(f'{key} {tuple(value.shape)} does not fit '
