@@ -49,8 +49,8 @@ def _install_missing_drn_module():
         return
     import os
     for location in spec.submodule_search_locations:
-        if os.path.isdir(os.path.join(location, 'models', 'localizers',
-                                      'drn')):
+        if os.path.isdir(
+                os.path.join(location, 'models', 'localizers', 'drn')):
             return  # a complete installation: nothing to fix
 
     class DRN:

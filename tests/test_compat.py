@@ -1,8 +1,5 @@
 """Each fix of icar_dense.compat, checked against the real released stack."""
-import io
-import os.path as osp
 import pickle
-import sys
 
 import numpy as np
 import pytest

@@ -356,4 +356,3 @@ def test_metrics_written_before_a_logging_crash(fault_config, tmp_path):
         record = json.loads(f.read().splitlines()[-1])
     assert {k: record[k] for k in CrashingLoggerHook.received['val']} == \
         pytest.approx(CrashingLoggerHook.received['val'])
-

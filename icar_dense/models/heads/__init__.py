@@ -1,4 +1,5 @@
-from .seg_heads import ICARFCNHead, ICARUPerHead, TextSegHeadMixin  # noqa: F401
+from .seg_heads import (ICARFCNHead, ICARUPerHead,  # noqa: F401
+                        TextSegHeadMixin)
 from .seg_segmentor import ICAREncoderDecoder  # noqa: F401
 from .det_heads import OVShared4Conv1FCBBoxHead  # noqa: F401,E402
 from .det_losses import SigmoidFederatedLoss  # noqa: F401,E402
