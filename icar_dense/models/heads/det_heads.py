@@ -21,13 +21,23 @@ Losses (``loss_cls``):
 open-vocabulary split: the logits of the other classes are excluded from
 the classification loss (and from the federated loss's negative sampling),
 so the detector learns nothing about them and is tested on all classes.
+
+Prediction (``topk_nms=True``): the per-class NMS runs on the highest
+scores only (:func:`~icar_dense.models.heads.large_vocab.topk_multiclass_nms`),
+with the detections of mmdet's ``multiclass_nms``; mmdet's version expands
+the class-agnostic boxes to ``N x C x 4`` and runs one NMS per class, which
+at 21,841 classes takes ~25 s per 512 x 512 image on a 2-core CPU (the rest
+of the detector: ~4 s).
 """
 from typing import List, Optional, Sequence, Union
 
 import torch
 from mmdet.models.roi_heads.bbox_heads import Shared4Conv1FCBBoxHead
 from mmdet.registry import MODELS
+from mmengine.structures import InstanceData
 from torch import Tensor
+
+from .large_vocab import topk_multiclass_nms
 
 # Added to the logits of classes that are not trained: exp() of it is 0 in
 # every float type, so they drop out of softmax and sigmoid losses alike.
@@ -54,6 +64,10 @@ class OVShared4Conv1FCBBoxHead(Shared4Conv1FCBBoxHead):
             LVIS categories of those frequencies.  None trains on all.
         reg_class_agnostic (bool): Must be True (one box per RoI, whatever
             the vocabulary). Defaults to True.
+        topk_nms (bool): Run the test-time NMS on the top-scoring
+            candidates only (same detections as mmdet's
+            ``multiclass_nms``, much faster for large vocabularies).
+            Defaults to True.
         **kwargs: The arguments of ``Shared4Conv1FCBBoxHead``.
     """
 
@@ -62,6 +76,7 @@ class OVShared4Conv1FCBBoxHead(Shared4Conv1FCBBoxHead):
                  num_classes: int,
                  train_classes: Optional[Union[Sequence[str], dict]] = None,
                  reg_class_agnostic: bool = True,
+                 topk_nms: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  **kwargs) -> None:
         name = type(self).__name__
@@ -108,6 +123,7 @@ class OVShared4Conv1FCBBoxHead(Shared4Conv1FCBBoxHead):
                 f'{wanted_bg} (softmax needs the background class, sigmoid '
                 'losses do not)')
         self.train_classes = train_classes
+        self.topk_nms = topk_nms
         self._train_names: Optional[List[str]] = None
         self._train_mask = None  # (vocabulary names, bool mask)
 
@@ -226,3 +242,34 @@ class OVShared4Conv1FCBBoxHead(Shared4Conv1FCBBoxHead):
             cls_score = cls_score.masked_fill(~keep, _EXCLUDED_LOGIT)
         return super().loss(cls_score, bbox_pred, rois, labels, label_weights,
                             bbox_targets, bbox_weights, **kwargs)
+
+    # ------------------------------------------------------------------
+    # prediction
+    # ------------------------------------------------------------------
+    def _predict_by_feat_single(self,
+                                roi: Tensor,
+                                cls_score: Tensor,
+                                bbox_pred: Tensor,
+                                img_meta: dict,
+                                rescale: bool = False,
+                                rcnn_test_cfg=None) -> InstanceData:
+        """mmdet's version, with :func:`topk_multiclass_nms` as the NMS."""
+        if not self.topk_nms or rcnn_test_cfg is None or roi.shape[0] == 0:
+            return super()._predict_by_feat_single(roi, cls_score, bbox_pred,
+                                                   img_meta, rescale,
+                                                   rcnn_test_cfg)
+        # without a test cfg mmdet returns the decoded boxes and all scores
+        raw = super()._predict_by_feat_single(roi, cls_score, bbox_pred,
+                                              img_meta, rescale, None)
+        dets, labels = topk_multiclass_nms(
+            raw.bboxes,
+            raw.scores,
+            rcnn_test_cfg.score_thr,
+            rcnn_test_cfg.nms,
+            rcnn_test_cfg.max_per_img,
+            box_dim=raw.bboxes.size(-1))
+        results = InstanceData()
+        results.bboxes = dets[:, :-1]
+        results.scores = dets[:, -1]
+        results.labels = labels
+        return results

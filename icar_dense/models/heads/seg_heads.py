@@ -188,6 +188,21 @@ class TextSegHeadMixin:
                 'head.set_vocabulary()')
         return logits
 
+    def pixel_embeddings(self, inputs) -> torch.Tensor:
+        """Unit-norm joint-space embeddings of the decode feature.
+
+        What :meth:`cls_seg` compares with the class embeddings, before the
+        comparison: ``(N, h, w, embed_dim)``.  Used by the exact large
+        vocabulary prediction of ``ICAREncoderDecoder``.
+        """
+        feat = self._forward_feature(inputs)
+        if self.dropout is not None:
+            feat = self.dropout(feat)
+        x = feat.movedim(1, -1)
+        if self._shared_classifier is None:
+            return self.classifier.embed_visual(x)
+        return F.normalize(self.visual_proj(x), dim=-1)
+
     def _unseen_ids(self):
         if not self.unseen_classes:
             return []

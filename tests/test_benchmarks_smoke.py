@@ -1,0 +1,389 @@
+# Copyright (c) icar_dense contributors. All rights reserved.
+"""Benchmarks (issue #8): each script runs in --quick mode and prints valid
+JSON; the large-vocabulary prediction paths they measure give the results
+of the dense mmdet / mmseg computations.
+
+No timing is asserted here: timings are what the benchmarks report.
+"""
+import copy
+import io
+import json
+import os
+import os.path as osp
+import sys
+from contextlib import redirect_stdout
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import REPO, check_ok, run_tool
+
+sys.path.insert(0, osp.join(REPO, 'benchmarks'))
+
+import _common as C  # noqa: E402
+
+from icar_dense.models.heads.large_vocab import (_per_class_nms,  # noqa: E402
+                                                 chain_matrices, dense_argmax,
+                                                 screen_candidates,
+                                                 topk_multiclass_nms)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _bench_work_dir(tmp_path_factory):
+    # generated embeddings files and tokenizers go to a temporary folder
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('ICAR_BENCH_WORK_DIR',
+                  str(tmp_path_factory.mktemp('bench_work')))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------
+# detection: NMS on the top-K scores == mmdet's multiclass_nms
+# ----------------------------------------------------------------------
+def _det_problem(num_rois, num_classes, seed, size=64.0, peaked=True):
+    g = torch.Generator().manual_seed(seed)
+    # boxes around a few centres so that NMS has work to do
+    centres = torch.rand(6, 2, generator=g) * size
+    pick = torch.randint(0, 6, (num_rois, ), generator=g)
+    xy = centres[pick] + torch.randn(num_rois, 2, generator=g) * 3
+    wh = 8 + torch.rand(num_rois, 2, generator=g) * 12
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)
+    logits = torch.randn(num_rois, num_classes + 1, generator=g)
+    if peaked:
+        logits[torch.arange(num_rois), pick * 3 % num_classes] += 4
+    return boxes, logits.softmax(-1)
+
+
+@pytest.mark.parametrize('score_thr,max_num,init_k', [
+    (0.0, 100, None),   # 12,000 candidates: mmdet's per-class NMS loop
+    (0.02, 100, None),  # a few thousand: mmdet's offset trick
+    (0.0, 100, 16),     # too few survivors at first: K grows
+    (0.0, 1000, None),  # fewer detections than max_num: all candidates
+])
+def test_topk_nms_matches_mmdet_multiclass_nms(score_thr, max_num, init_k):
+    from mmdet.models.layers import multiclass_nms
+    boxes, scores = _det_problem(300, 40, seed=1)
+    nms = dict(type='nms', iou_threshold=0.5)
+    ref_dets, ref_labels = multiclass_nms(boxes, scores, score_thr, nms,
+                                          max_num)
+    stats = {}
+    dets, labels = topk_multiclass_nms(
+        boxes, scores, score_thr, nms, max_num, init_k=init_k, stats=stats)
+    assert dets.shape == ref_dets.shape and dets.shape[0] > 0
+    torch.testing.assert_close(dets, ref_dets, rtol=0, atol=1e-5)
+    assert torch.equal(labels, ref_labels)
+    if init_k is not None:
+        assert stats['rounds'] > 1  # the growth path was taken
+
+
+@pytest.mark.parametrize('loop_min_group', [2, 64, 10**9])
+def test_per_class_nms_matches_mmcv_batched_nms(loop_min_group):
+    # every group through mmcv nms, mixed, every group vectorised
+    from mmcv.ops import batched_nms
+    boxes, scores = _det_problem(400, 6, seed=9)
+    flat = scores[:, :-1].reshape(-1)
+    top, inds = flat.topk(1500)
+    cand_boxes, labels = boxes[inds // 6], inds % 6
+    ref, ref_keep = batched_nms(cand_boxes, top, labels,
+                                dict(type='nms', iou_threshold=0.5))
+    dets, keep = _per_class_nms(cand_boxes, top, labels, 0.5, False,
+                                loop_min_group=loop_min_group)
+    torch.testing.assert_close(dets, ref, rtol=0, atol=1e-6)
+    assert torch.equal(labels[keep], labels[ref_keep])
+
+
+def test_topk_nms_large_vocabulary_equals_full_per_class_nms():
+    # 200 RoIs x 5000 classes: the reference runs per-class NMS on every
+    # score above the threshold (mmdet's own fp32 label offsets would round
+    # the coordinates at this many classes)
+    boxes, scores = _det_problem(200, 5000, seed=2)
+    flat = scores[:, :-1].reshape(-1)
+    inds = (flat > 1e-4).nonzero().view(-1)
+    ref_dets, keep = _per_class_nms(boxes[inds // 5000], flat[inds],
+                                    inds % 5000, 0.5, False)
+    dets, labels = topk_multiclass_nms(boxes, scores, 1e-4,
+                                       dict(type='nms', iou_threshold=0.5),
+                                       300)
+    torch.testing.assert_close(dets, ref_dets[:300], rtol=0, atol=1e-6)
+    assert torch.equal(labels, (inds % 5000)[keep][:300])
+
+
+def test_topk_nms_falls_back_for_soft_nms():
+    from mmdet.models.layers import multiclass_nms
+    boxes, scores = _det_problem(100, 10, seed=3)
+    nms = dict(type='soft_nms', iou_threshold=0.5)
+    ref = multiclass_nms(boxes, scores, 0.05, nms, 50)
+    out = topk_multiclass_nms(boxes, scores, 0.05, nms, 50)
+    torch.testing.assert_close(out[0], ref[0])
+
+
+def _build_ov_box_head(registry, embeddings):
+    return registry.build(
+        dict(
+            type='OVShared4Conv1FCBBoxHead',
+            in_channels=8,
+            conv_out_channels=8,
+            fc_out_channels=32,
+            roi_feat_size=7,
+            num_classes=300,
+            norm_cfg=dict(type='GN', num_groups=4, requires_grad=True),
+            bbox_coder=dict(
+                type='DeltaXYWHBBoxCoder',
+                target_means=[0.] * 4,
+                target_stds=[0.1, 0.1, 0.2, 0.2]),
+            text_classifier=dict(
+                type='TextClassifier',
+                embed_dim=C.EMBED_DIM,
+                embeddings=embeddings,
+                background=True,
+                tau=0.03),
+            loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False),
+            loss_bbox=dict(type='L1Loss'))).eval()
+
+
+def test_ov_box_head_topk_nms_same_detections(tmp_path):
+    from mmdet.registry import MODELS
+    from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+
+    import icar_dense  # noqa: F401
+    path = C.write_embeddings(str(tmp_path / 'emb.pth'), 300)
+    # an earlier test may have left another default scope (mmseg)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        head = _build_ov_box_head(MODELS, path)
+    boxes, _ = _det_problem(120, 1, seed=4)
+    rois = torch.cat([torch.zeros(120, 1), boxes.clamp(0, 63)], 1)
+    with torch.no_grad():
+        cls_score, bbox_pred = head(torch.randn(120, 8, 7, 7))
+    cfg = ConfigDict(
+        score_thr=1e-4, nms=dict(type='nms', iou_threshold=0.5),
+        max_per_img=100)
+    meta = [dict(img_shape=(64, 64), scale_factor=(1., 1.))]
+    outs = {}
+    for flag in (True, False):
+        head.topk_nms = flag
+        outs[flag] = head.predict_by_feat((rois, ), (cls_score, ),
+                                          (bbox_pred, ), meta,
+                                          rcnn_test_cfg=cfg)[0]
+    assert len(outs[True]) == 100
+    torch.testing.assert_close(outs[True].bboxes, outs[False].bboxes)
+    torch.testing.assert_close(outs[True].scores, outs[False].scores,
+                               rtol=0, atol=1e-6)
+    assert torch.equal(outs[True].labels, outs[False].labels)
+
+
+# ----------------------------------------------------------------------
+# segmentation: exact argmax == argmax of mmseg's dense logits
+# ----------------------------------------------------------------------
+def _near_tie_ok(pred, logits, labels_ref, tol=1e-4):
+    """Every disagreement is between classes whose logits differ < tol."""
+    diff = pred != labels_ref
+    if not bool(diff.any()):
+        return True
+    top2 = logits.topk(2, dim=0).values
+    gap = (top2[0] - top2[1])[diff]
+    return bool((gap < tol).all())
+
+
+@pytest.mark.parametrize('num_classes,use_bf16,k', [(300, False, 8),
+                                                    (3000, True, 16),
+                                                    (300, False, 1)])
+def test_dense_argmax_equals_brute_force(num_classes, use_bf16, k):
+    # rough (non-smooth) random embeddings: many bound failures with k=1
+    g = torch.Generator().manual_seed(5)
+    emb = F.normalize(torch.randn(2 * 9, 2 * 11, 32, generator=g), dim=-1)
+    classes = F.normalize(torch.randn(num_classes, 32, generator=g), dim=-1)
+    # two window bands per axis (overlapping), padding crop, flip, resize
+    rows = chain_matrices([9, 9], [(0, 36), (20, 56)], 56, False, (0, 3),
+                          True, 70, False)
+    cols = chain_matrices([11, 11], [(0, 44), (30, 74)], 74, False, (2, 0),
+                          False, 61, True)
+    stats = {}
+    pred = dense_argmax(emb, classes, 20.0, rows, cols, k=k,
+                        use_bf16=use_bf16, tile=16, stats=stats)
+    logits = 20.0 * torch.einsum('hwd,cd->chw', emb, classes)
+    full = torch.einsum('yh,chw,xw->cyx', rows, logits, cols)
+    ref = full.argmax(0)
+    assert pred.shape == (70, 61)
+    assert _near_tie_ok(pred, full, ref)
+    assert (pred == ref).float().mean() > 0.999
+    if k == 1:
+        assert stats['fallback_pixels'] > 0
+
+
+def test_screen_candidates_bf16_bound_holds():
+    g = torch.Generator().manual_seed(6)
+    emb = F.normalize(torch.randn(257, 64, generator=g), dim=-1)
+    classes = F.normalize(torch.randn(5000, 64, generator=g), dim=-1)
+    idx, bound = screen_candidates(emb, classes, 12, use_bf16=True)
+    exact = emb @ classes.t()
+    outside = torch.ones_like(exact, dtype=torch.bool)
+    outside.scatter_(1, idx, False)
+    assert bool((exact.masked_fill(~outside, -9).amax(1) <= bound).all())
+    # the exact top-3 are always candidates
+    top3 = exact.topk(3, dim=1).indices
+    assert bool(torch.gather(~outside, 1, top3).all())
+
+
+@pytest.fixture(scope='module')
+def tiny_segmentor(tmp_path_factory):
+    path = C.write_embeddings(
+        str(tmp_path_factory.mktemp('seg') / 'emb.pth'), 3000, seed=7)
+    cfg = C.seg_cfg(3000, path, tiny=True)
+    cfg.model.decode_head.text_classifier.vocabulary = C.synthetic_names(
+        3000)
+    torch.manual_seed(0)
+    model = C.build_model(cfg.model, 'mmseg')
+    # sharper features than a random init gives: more classes win
+    with torch.no_grad():
+        model.decode_head.text_classifier.visual_proj.weight.mul_(30)
+    return model
+
+
+def _seg_case(model, mode, size, meta, num_classes, **large_vocab):
+    from mmengine.config import ConfigDict
+    from mmseg.structures import SegDataSample
+    names = C.synthetic_names(num_classes)
+    model.set_vocabulary(names)
+    model.test_cfg = ConfigDict(
+        mode=mode, crop_size=(64, 64), stride=(43, 43))
+    g = torch.Generator().manual_seed(8)
+    inputs = torch.randn(1, 3, *size, generator=g)
+    samples = [SegDataSample(metainfo=meta)] if meta is not None else None
+    with torch.no_grad():
+        model.large_vocab = None
+        dense = model.predict(inputs, copy.deepcopy(samples))[0]
+        model.large_vocab = {
+            **model.LARGE_VOCAB_DEFAULTS, 'min_classes': 1, **large_vocab
+        }
+        fast = model.predict(inputs, copy.deepcopy(samples))[0]
+    ref = dense.pred_sem_seg.data[0]
+    pred = fast.pred_sem_seg.data[0]
+    assert pred.shape == ref.shape
+    assert 'seg_logits' not in fast
+    assert _near_tie_ok(pred, dense.seg_logits.data, ref)
+    assert ref.unique().numel() >= 3  # a meaningful comparison
+    return model.large_vocab_stats[0]
+
+
+@pytest.mark.parametrize('case', ['slide_flip_pad_resize', 'whole',
+                                  'no_samples', 'bf16', 'fallback'])
+def test_segmentor_large_vocab_equals_dense(tiny_segmentor, case):
+    meta = dict(
+        img_shape=(96, 112),
+        ori_shape=(120, 100),
+        pad_shape=(96, 112),
+        padding_size=[0, 8, 0, 4],
+        flip=True,
+        flip_direction='horizontal')
+    if case == 'slide_flip_pad_resize':
+        _seg_case(tiny_segmentor, 'slide', (96, 112), meta, 300)
+    elif case == 'whole':
+        meta.update(flip_direction='vertical')
+        _seg_case(tiny_segmentor, 'whole', (96, 112), meta, 300)
+    elif case == 'no_samples':
+        _seg_case(tiny_segmentor, 'slide', (80, 100), None, 300)
+    elif case == 'bf16':
+        stats = _seg_case(
+            tiny_segmentor, 'slide', (96, 112), meta, 3000,
+            bf16_min_classes=1000)
+        assert stats['screen_s'] >= 0
+    else:
+        stats = _seg_case(tiny_segmentor, 'slide', (96, 112), meta, 300,
+                          topk=1)
+        assert stats['fallback_pixels'] > 0
+
+
+def test_large_vocab_threshold_and_bad_keys(tiny_segmentor):
+    from mmseg.registry import MODELS
+    model = tiny_segmentor
+    model.set_vocabulary(C.synthetic_names(300))
+    model.large_vocab = dict(model.LARGE_VOCAB_DEFAULTS)
+    assert not model.uses_large_vocab_path()  # 300 < 1000 classes
+    model.set_vocabulary(C.synthetic_names(1500))
+    assert model.uses_large_vocab_path()
+    with pytest.raises(KeyError, match='unknown large_vocab keys'):
+        with C._scope('mmseg'):
+            MODELS.build(
+                dict(
+                    type='ICAREncoderDecoder',
+                    large_vocab=dict(top_k=3),
+                    backbone=dict(
+                        type='ResNetV1c',
+                        depth=18,
+                        stem_channels=8,
+                        base_channels=8,
+                        out_indices=(3, )),
+                    decode_head=dict(
+                        type='FCNHead',
+                        in_channels=64,
+                        channels=8,
+                        num_classes=3)))
+
+
+# ----------------------------------------------------------------------
+# the benchmark scripts: --quick runs print valid JSON
+# ----------------------------------------------------------------------
+def _run_main(module_name, argv):
+    import importlib
+    module = importlib.import_module(module_name)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        module.main(argv)
+    figures = C.parse_json_lines(buf.getvalue())
+    assert figures, buf.getvalue()[-2000:]
+    for fig in figures:
+        json.dumps(fig)  # serialisable
+    return figures
+
+
+def test_bench_vocab_scaling_quick():
+    figs = _run_main('bench_vocab_scaling', ['--quick', '--repeats', '1'])
+    assert [f['task'] for f in figs] == ['det', 'seg']
+    for fig in figs:
+        assert fig['ratio'] > 0 and fig['machine']['cpu']
+        assert fig['classes'] == [1203, 21841]
+
+
+def test_bench_ov_overhead_quick():
+    figs = _run_main('bench_ov_overhead', ['--quick', '--repeats', '1'])
+    assert figs[0]['figure'] == 'ov_head_overhead'
+    assert figs[0]['ratio'] > 0
+
+
+def test_bench_train_step_quick():
+    figs = _run_main('bench_train_step', ['--quick', '--repeats', '1'])
+    assert figs[0]['figure'] == 'training_step'
+    assert figs[0]['ratio'] > 0
+
+
+def test_bench_inmap_quick():
+    buf = io.StringIO()
+    import bench_inmap
+    with redirect_stdout(buf):
+        bench_inmap.main(['--quick', '--device', 'cpu', '--repeats', '1'])
+    out = json.loads(buf.getvalue())
+    assert out['results'][0]['seconds_per_iter'] > 0
+
+
+def test_run_all_quick_subset(tmp_path):
+    out = str(tmp_path / 'results.json')
+    proc = check_ok(
+        run_tool([
+            sys.executable,
+            osp.join(REPO, 'benchmarks', 'run_all.py'), '--quick', '--only',
+            'inmap', '--json', out
+        ],
+                 env=dict(OMP_NUM_THREADS='1')))
+    data = json.load(open(out))
+    assert data['figures'][0]['figure'] == 'inmap'
+    assert 'InMaP' in proc.stdout
+    assert os.path.isfile(out)
