@@ -4,14 +4,15 @@ Each fix targets one documented defect of a pinned release, is applied once by
 ``import icar_dense`` (``apply()`` is idempotent) and is covered by
 ``tests/test_compat.py``:
 
-* ``mmaction2 1.2.0`` ships without ``mmaction/models/localizers/drn`` (wheel and
-  sdist), so ``import mmaction.models`` fails.  We provide the missing module with
-  a ``DRN`` placeholder that raises a clear error if someone builds it.
-* ``mmaction.models`` imports its VindLU code whenever transformers is installed,
-  and that code imports names current transformers no longer exports.  We clear
-  mmaction's own ``WITH_MULTIMODAL`` switch before ``mmaction.models`` is
-  imported; it then registers placeholders for its multimodal models only, and
-  transformers itself is untouched.
+* ``mmaction2 1.2.0`` ships without ``mmaction/models/localizers/drn``
+  (wheel and sdist), so ``import mmaction.models`` fails.  We provide the
+  missing module with a ``DRN`` placeholder that raises a clear error if
+  someone builds it.
+* ``mmaction.models`` imports its VindLU code whenever transformers is
+  installed, and that code imports names current transformers no longer
+  exports.  We clear mmaction's own ``WITH_MULTIMODAL`` switch before
+  ``mmaction.models`` is imported; it then registers placeholders for its
+  multimodal models only, and transformers itself is untouched.
 * torch >= 2.6 loads checkpoints with ``weights_only=True`` by default, and
   mmengine 0.10.7 stores message-hub buffers and numpy values in its
   checkpoints, so resuming fails.  We allow-list exactly those types with
@@ -246,6 +247,6 @@ def apply():
 
 
 def finish_mmaction_import():
-    """Import ``mmaction.models`` (after ``apply``) and register placeholders."""
+    """Import ``mmaction.models`` (after ``apply``), register placeholders."""
     importlib.import_module('mmaction.models')
     _register_drn_placeholder()

@@ -242,7 +242,7 @@ def test_corrupt_image_names_the_file(images, scope):
 
 
 def test_corrupt_segmentation_map_names_the_map(images, tmp_path,
-                                               scope_mmseg):
+                                                scope_mmseg):
     good, _ = images
     seg = tmp_path / 'seg.png'
     seg.write_bytes(b'')

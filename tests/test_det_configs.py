@@ -159,6 +159,8 @@ def test_public_configs_as_released():
         REPO, 'configs/det/icar_swinb_cascade_maskrcnn_coco_3x.py'))
     assert [h.type for h in cascade.model.roi_head.bbox_head
             ] == ['OVShared4Conv1FCBBoxHead'] * 3
+    # one text encoder for the three stages (tests/test_det_cascade_shared)
+    assert cascade.model.roi_head.type == 'ICARCascadeRoIHead'
     assert cascade.train_cfg.max_epochs == 36
     swint = Config.fromfile(
         osp.join(REPO, 'configs/det/icar_swint_lvis_ov.py'))
@@ -270,8 +272,8 @@ def test_one_process_and_two_process_evaluation_agree(tiny_lvis_run):
     import subprocess
     import numpy as np
     run = tiny_lvis_run
-    single, dist = osp.join(run['work'], 'test1'), osp.join(run['work'],
-                                                          'test2')
+    single = osp.join(run['work'], 'test1')
+    dist = osp.join(run['work'], 'test2')
     # both at once (2 cores): the environment of conftest.run_tool
     procs = [
         _start(['python', 'tools/test.py', run['config'], run['checkpoint'],

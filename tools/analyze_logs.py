@@ -2,7 +2,8 @@
 
     python tools/analyze_logs.py plot_curve WORK_DIR/*/vis_data/scalars.json \
         --keys loss mIoU --out curves.png
-    python tools/analyze_logs.py cal_train_time WORK_DIR/*/vis_data/scalars.json
+    python tools/analyze_logs.py cal_train_time \
+        WORK_DIR/*/vis_data/scalars.json
 
 Reads the ``scalars.json`` that mmengine's LocalVisBackend writes (one JSON
 object per logged step); training entries have ``iter``/``step``, validation

@@ -129,8 +129,8 @@ def det_meta(metainfo):
     classes = list(metainfo.get('classes') or [])
     novel = set(metainfo.get('novel_classes') or ())
     if not novel:
-        palette = metainfo.get('palette') or get_palette('random',
-                                                        len(classes))
+        palette = metainfo.get('palette') or get_palette(
+            'random', len(classes))
         return dict(classes=classes, palette=list(palette)), novel
     names = [c + NOVEL_TAG if c in novel else c for c in classes]
     palette = [NOVEL_COLOUR if c in novel else BASE_COLOUR for c in classes]

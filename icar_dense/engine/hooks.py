@@ -8,7 +8,7 @@ from mmengine.registry import HOOKS
 
 
 def write_json_atomic(obj, path):
-    """Write JSON so that ``path`` is either the old or the complete new file."""
+    """Write JSON so that ``path`` is the old or the complete new file."""
     from .safety import atomic_write
     atomic_write(json.dumps(obj, indent=2, default=_to_builtin), path)
 

@@ -11,8 +11,9 @@ class VideoVisualizationHook(VisualizationHook):
     * 3D recognizers get inputs of shape (views, C, T, H, W): the first view
       (clip x crop) is drawn (upstream permutes the 5-d tensor: RuntimeError,
       open-mmlab/mmaction2#2697);
-    * ``show`` is passed as ``show_frames`` (``ActionVisualizer.add_datasample``
-      has no ``show`` argument: TypeError);
+    * ``show`` is passed as ``show_frames``
+      (``ActionVisualizer.add_datasample`` has no ``show`` argument:
+      TypeError);
     * the ground truth and the top-1 prediction are drawn: ``ActionVisualizer``
       looks for ``gt_labels`` / ``pred_labels`` while 1.2.0's
       ``ActionDataSample`` stores ``gt_label`` / ``pred_score``.

@@ -280,8 +280,8 @@ def _check_col_marginal(col_marginal: Any, num_classes: int,
         raise ValueError(f'col_marginal must have shape ({num_classes},), '
                          f'got {tuple(col_marginal.shape)}')
     col_marginal = col_marginal.to(device=device, dtype=dtype)
-    if not bool(torch.isfinite(col_marginal).all()) or bool(
-        (col_marginal < 0).any()):
+    finite = bool(torch.isfinite(col_marginal).all())
+    if not finite or bool((col_marginal < 0).any()):
         raise ValueError('col_marginal must be finite and non-negative')
     total = col_marginal.sum()
     if not bool(total > 0):

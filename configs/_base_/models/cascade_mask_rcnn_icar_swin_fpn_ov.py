@@ -3,7 +3,8 @@
 # box regression on decoded boxes, as in the Swin Transformer detection
 # recipe) and a class-agnostic mask head.  Each stage has its own text
 # classifier (visual projection and background embedding); they start from
-# the same iCAR weights.  The dataset configs set the vocabulary.
+# the same iCAR weights and share one text encoder (ICARCascadeRoIHead builds
+# RoBERTa once, not once per stage).  The dataset configs set the vocabulary.
 _base_ = ['./mask_rcnn_icar_swin_fpn_ov.py']
 num_classes = 80
 norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
@@ -13,7 +14,7 @@ model = dict(
     type='CascadeRCNN',
     roi_head=dict(
         _delete_=True,
-        type='CascadeRoIHead',
+        type='ICARCascadeRoIHead',
         num_stages=3,
         stage_loss_weights=[1, 0.5, 0.25],
         bbox_roi_extractor=dict(

@@ -203,6 +203,9 @@ class TextClassifier(BaseModule):
         self._class_cache: Optional[Tuple[Any, torch.Tensor]] = None
         self._prompt_cache: Optional[Tuple[Any, torch.Tensor]] = None
         self._weights_fp: Optional[Tuple[Any, str]] = None
+        # the classifier whose text encoder this one borrows (see
+        # share_text_encoder); a plain attribute, not a submodule
+        object.__setattr__(self, '_text_owner', None)
         # proxies replacing the class embeddings (set_class_proxies)
         self._class_proxies: Optional[torch.Tensor] = None
         self.embeddings_file = embeddings
@@ -360,6 +363,69 @@ class TextClassifier(BaseModule):
                 meta=meta), path)
 
     # ------------------------------------------------------------------
+    # one text encoder for several classifiers
+    # ------------------------------------------------------------------
+    @property
+    def text_owner(self) -> Optional['TextClassifier']:
+        """The classifier whose text encoder this one uses, or None."""
+        return self._text_owner
+
+    def share_text_encoder(self, owner: 'TextClassifier') -> None:
+        """Use ``owner``'s text encoder instead of an own copy.
+
+        For heads that classify against the same vocabulary with their own
+        visual projections (the stages of a cascade): one RoBERTa instead of
+        one per head.  The encoder stays a submodule of ``owner`` only, so it
+        is in the state dict, the optimizer and ``.to()`` once; this
+        classifier's own ``text_encoder.*`` keys disappear from checkpoints
+        (older checkpoints that have them load with "unexpected keys").
+        While the prompts of both classifiers are the same, the prompt and
+        class embeddings are computed (and cached) by ``owner`` once.
+
+        Args:
+            owner (TextClassifier): A classifier with a text encoder of the
+                same embedding width and the same freezing.
+        """
+        name = type(self).__name__
+        if not isinstance(owner, TextClassifier) or owner is self:
+            raise TypeError(f'{name}.share_text_encoder needs another '
+                            f'TextClassifier, got {type(owner).__name__}')
+        if owner.text_encoder is None or owner._text_owner is not None:
+            raise ValueError(f'{name}.share_text_encoder: the owner must have '
+                             'a text encoder of its own (not an embeddings '
+                             'file, not a borrowed one)')
+        if self._file_names is not None:
+            raise ValueError(f'{name}.share_text_encoder: this classifier '
+                             f'reads the embeddings file '
+                             f'{self.embeddings_file}; it has no encoder')
+        if owner.embed_dim != self.embed_dim or \
+                owner.freeze_text_encoder != self.freeze_text_encoder:
+            raise ValueError(
+                f'{name}.share_text_encoder: embed_dim / '
+                f'freeze_text_encoder differ ({self.embed_dim}, '
+                f'{self.freeze_text_encoder}) vs ({owner.embed_dim}, '
+                f'{owner.freeze_text_encoder})')
+        if 'text_encoder' in self._modules:
+            del self._modules['text_encoder']
+        object.__setattr__(self, 'text_encoder', owner.text_encoder)
+        object.__setattr__(self, '_text_owner', owner)
+        self._class_cache = None
+        self._prompt_cache = None
+
+    def _owner_has_same_prompts(self) -> bool:
+        owner = self._text_owner
+        if owner is None:
+            return False
+        memo = getattr(self, '_same_prompts_memo', None)
+        if memo is None or memo[0] is not self.prompts or \
+                memo[1] is not owner.prompts:
+            same = (self.prompts.texts == owner.prompts.texts
+                    and torch.equal(self.prompts.counts, owner.prompts.counts))
+            memo = (self.prompts, owner.prompts, same)
+            object.__setattr__(self, '_same_prompts_memo', memo)
+        return memo[2]
+
+    # ------------------------------------------------------------------
     # encoding and caches
     # ------------------------------------------------------------------
     @property
@@ -459,6 +525,9 @@ class TextClassifier(BaseModule):
 
     def _prompt_embeddings(self, collective: bool = True) -> torch.Tensor:
         """Normalised embeddings of every prompt (frozen encoder), (P, D)."""
+        if self._owner_has_same_prompts():
+            return self._text_owner._prompt_embeddings(collective).to(
+                self._device)
         state = self._encoder_state()
         if self._prompt_cache is not None and self._prompt_cache[0] == state:
             return self._prompt_cache[1].to(self._device)
@@ -473,6 +542,9 @@ class TextClassifier(BaseModule):
 
     def _eval_embeddings(self, collective: bool = True) -> torch.Tensor:
         """Prompt-ensembled class embeddings, (C, D), no grad."""
+        if self._owner_has_same_prompts():
+            return self._text_owner._eval_embeddings(collective).to(
+                self._device)
         state = self._encoder_state()
         if self._class_cache is not None and self._class_cache[0] == state:
             return self._class_cache[1].to(self._device)
@@ -719,7 +791,16 @@ class TextClassifier(BaseModule):
                 notes.append(f'{key} {tuple(state[key].shape)} does not fit '
                              f'{shape}: visual_proj keeps its initialisation')
                 state.pop(key)
-        if self.text_encoder is None:
+        shared_keys = 0
+        if self._text_owner is not None:
+            # the classifier that owns the shared encoder loads them
+            shared_keys = sum(
+                1 for k in state if k.startswith('text_encoder.'))
+            state = {
+                k: v
+                for k, v in state.items() if not k.startswith('text_encoder.')
+            }
+        elif self.text_encoder is None:
             dropped = [k for k in state if k.startswith('text_encoder.')]
             for key in dropped:
                 state.pop(key)
@@ -735,7 +816,7 @@ class TextClassifier(BaseModule):
                              f'TextClassifier: {mismatched[:5]}.')
         missing, unexpected = self.load_state_dict(state, strict=False)
         loaded = len(state) - len(unexpected)
-        if loaded == 0 and not notes:
+        if loaded == 0 and not notes and not shared_keys:
             raise KeyError(f'No key of checkpoint {path} ({layout}) matches '
                            f'this TextClassifier; unexpected: '
                            f'{unexpected[:5]}.')
@@ -747,6 +828,9 @@ class TextClassifier(BaseModule):
                     f'(e.g. {text_missing[:3]})')
         if unexpected:
             msg += f'; unexpected keys: {unexpected[:5]}'
+        if shared_keys:
+            msg += (f'; {shared_keys} text_encoder keys skipped (the encoder '
+                    'is shared, its owner loads them)')
         for note in notes:
             msg += f'; {note}'
         print_log(
@@ -759,6 +843,8 @@ class TextClassifier(BaseModule):
         encoder = (
             type(self.text_encoder).__name__ if self.text_encoder is not None
             else f'embeddings={self.embeddings_file}')
+        if self._text_owner is not None:
+            encoder += ' (shared)'
         proxies = (''
                    if self._class_proxies is None else ', class_proxies=set')
         return (f'classes={self.num_classes}, embed_dim={self.embed_dim}, '
