@@ -362,13 +362,15 @@ def inference_mode(device: str, amp: bool):
                 yield
 
 
-def det_inputs(model, size: int, device: str, seed: int = 0):
+def _synthetic_inputs(model, sample_type, size: int, device: str,
+                      seed: int, as_float: bool):
     """One preprocessed synthetic image (random pixels) for ``predict``."""
-    from mmdet.structures import DetDataSample
     g = torch.Generator().manual_seed(seed)
     img = torch.randint(0, 256, (3, size, size), generator=g,
                         dtype=torch.uint8)
-    sample = DetDataSample(
+    if as_float:  # mmseg's preprocessor pads with float ops
+        img = img.float()
+    sample = sample_type(
         metainfo=dict(
             img_shape=(size, size),
             ori_shape=(size, size),
@@ -378,19 +380,35 @@ def det_inputs(model, size: int, device: str, seed: int = 0):
     return data['inputs'], data['data_samples']
 
 
+def peak_memory_record(run, device: str, runs: int = 2, **fields) -> dict:
+    """Run ``run()`` ``runs`` times in this (fresh) process; peak memory.
+
+    Returns ``fields`` plus ``rss_before_run_mb``, ``peak_rss_mb`` and, on
+    a GPU, ``peak_gpu_allocated_mb``.
+    """
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats()
+    before = rss_mb()
+    for _ in range(runs):
+        run()
+    out = dict(
+        fields,
+        rss_before_run_mb=round(before, 1),
+        peak_rss_mb=round(peak_rss_mb(), 1))
+    if device.startswith('cuda'):
+        out['peak_gpu_allocated_mb'] = round(
+            torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def det_inputs(model, size: int, device: str, seed: int = 0):
+    from mmdet.structures import DetDataSample
+    return _synthetic_inputs(model, DetDataSample, size, device, seed, False)
+
+
 def seg_inputs(model, size: int, device: str, seed: int = 0):
     from mmseg.structures import SegDataSample
-    g = torch.Generator().manual_seed(seed)
-    img = torch.randint(0, 256, (3, size, size), generator=g,
-                        dtype=torch.uint8)
-    sample = SegDataSample(
-        metainfo=dict(
-            img_shape=(size, size),
-            ori_shape=(size, size),
-            scale_factor=(1.0, 1.0)))
-    data = model.data_preprocessor(
-        dict(inputs=[img.float().to(device)], data_samples=[sample]), False)
-    return data['inputs'], data['data_samples']
+    return _synthetic_inputs(model, SegDataSample, size, device, seed, True)
 
 
 def common_args(parser, size: int, repeats: int) -> None:

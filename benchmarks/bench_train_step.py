@@ -146,20 +146,8 @@ def worker(args) -> None:
     C.setup(args)
     model, optim, _ = build(args.which, args)
     batch = train_batch(args.size, args.device)
-    if args.device.startswith('cuda'):
-        torch.cuda.reset_peak_memory_stats()
-    before = C.rss_mb()
     run = step_fn(model, optim, batch)
-    for _ in range(2):
-        run()
-    out = dict(
-        which=args.which,
-        rss_before_run_mb=round(before, 1),
-        peak_rss_mb=round(C.peak_rss_mb(), 1))
-    if args.device.startswith('cuda'):
-        out['peak_gpu_allocated_mb'] = round(
-            torch.cuda.max_memory_allocated() / 2**20, 1)
-    C.emit([out])
+    C.emit([C.peak_memory_record(run, args.device, which=args.which)])
 
 
 def main(argv=None):

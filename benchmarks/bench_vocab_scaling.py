@@ -30,7 +30,6 @@ import sys
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import _common as C  # noqa: E402
-import torch  # noqa: E402
 
 SCRIPT = osp.abspath(__file__)
 
@@ -132,21 +131,14 @@ def worker(args) -> None:
     C.setup(args)
     model = build(args.task, args.classes, args)
     run = runner(args.task, model, args, dense=args.dense)
-    if args.device.startswith('cuda'):
-        torch.cuda.reset_peak_memory_stats()
-    before = C.rss_mb()
-    for _ in range(2):
-        run()
-    out = dict(
-        task=args.task,
-        classes=args.classes,
-        dense=args.dense,
-        rss_before_run_mb=round(before, 1),
-        peak_rss_mb=round(C.peak_rss_mb(), 1))
-    if args.device.startswith('cuda'):
-        out['peak_gpu_allocated_mb'] = round(
-            torch.cuda.max_memory_allocated() / 2**20, 1)
-    C.emit([out])
+    C.emit([
+        C.peak_memory_record(
+            run,
+            args.device,
+            task=args.task,
+            classes=args.classes,
+            dense=args.dense)
+    ])
 
 
 def memory_figures(args) -> dict:
