@@ -421,6 +421,37 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
         assert runs[1][0][key] == pytest.approx(value, abs=0.5), key
 
 
+def test_segmentation_pixels_large_vocabulary_path(tiny_ade_root, tmp_path):
+    """With the exact large-vocabulary argmax of ICAREncoderDecoder (made
+    to apply to the tiny vocabulary), the text pass still pools pixels and
+    every metric equals that of the dense mmseg path."""
+    from test_seg_helpers import make_icar_checkpoint, make_tokenizer, shrink
+    tok = make_tokenizer(str(tmp_path / 'tok'))
+    icar = make_icar_checkpoint(tmp_path / 'icar.pth', tok)['path']
+    runs = {}
+    for name, large_vocab in (('dense', None), ('large', dict(min_classes=2))):
+        cfg = Config.fromfile(
+            osp.join(REPO, 'configs/seg/icar_swint_upernet_ade20k_160k.py'))
+        cfg = shrink(cfg, tiny_ade_root, tmp_path / name, icar, tok)
+        cfg.load_from = icar
+        cfg.randomness = dict(seed=0)
+        cfg.model.large_vocab = large_vocab
+        cfg.inmap = dict(FAST, pixels_per_image=12, feature_dtype='float64')
+        enable_inmap(cfg)
+        runner = Runner.from_cfg(cfg)
+        assert runner.model.uses_large_vocab_path() == (name == 'large')
+        metrics = runner.test()
+        loop = _check_run(runner, metrics, ['mIoU', 'aAcc'])
+        assert loop.summary['decode_head.text_classifier'][
+            'num_features'] == 2 * 12
+        # the large-vocabulary path is back for the InMaP pass
+        assert runner.model.uses_large_vocab_path() == (name == 'large')
+        runs[name] = metrics
+    assert set(runs['large']) == set(runs['dense'])
+    for key, value in runs['dense'].items():
+        assert runs['large'][key] == pytest.approx(value, abs=1e-6), key
+
+
 # ----------------------------------------------------------------------------
 # detection: regions
 # ----------------------------------------------------------------------------
@@ -456,3 +487,25 @@ def test_detection_regions_cascade(tmp_path):
         assert summary['background'] and summary['col_marginal'] == 'predicted'
         # at most 5 kept RoIs per image, 4 images
         assert 0 < summary['num_features'] <= 4 * 5
+
+
+def test_detection_without_regions_is_a_clear_error(tmp_path):
+    """No RoI passes the score threshold: the classifier is named in a
+    warning and the run stops with an error that says nothing was pooled
+    (not a crash in the logging call, as it once was)."""
+    from test_det_configs import shrink
+    from test_det_ov import build_det_data
+    data = build_det_data(str(tmp_path / 'data'))
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/det/icar_swint_maskrcnn_coco_1x.py'))
+    cfg = shrink(cfg, data, str(tmp_path / 'work'))
+    cfg.load_from = None
+    cfg.inmap = dict(FAST, score_thr=1.0)
+    enable_inmap(cfg)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(RuntimeError, match='no text classifier gave features'):
+        runner.test()
+    from mmengine.logging import MMLogger
+    log_file = MMLogger.get_current_instance().log_file
+    log = open(log_file, encoding='utf-8').read()
+    assert 'roi_head.bbox_head.text_classifier gave no features' in log

@@ -202,7 +202,11 @@ def test_multiscale_flip_tta(env):
     cfg.load_from = run['ckpt']
     cfg.work_dir = cfg.work_dir + '_tta'
     cfg.visualizer.name += '_tta'
+    # the large-vocabulary argmax gives no seg_logits for SegTTAModel to
+    # average: --tta turns it off (here it would apply from 2 classes on)
+    cfg.model.large_vocab = dict(min_classes=2)
     enable_tta(cfg)
+    assert cfg.model.module.large_vocab is None
     runner = Runner.from_cfg(cfg)
     assert type(runner.model).__name__ == 'SegTTAModel'
     metrics = runner.test()

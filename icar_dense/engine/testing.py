@@ -14,6 +14,11 @@ def enable_tta(cfg: Config) -> Config:
         raise KeyError(f'--tta: config {cfg.filename!r} defines no '
                        f'{" / ".join(missing)}')
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    if cfg.model.get('type') in ('ICAREncoderDecoder',
+                                 'mmseg.ICAREncoderDecoder'):
+        # SegTTAModel averages seg_logits, which the exact large-vocabulary
+        # argmax of ICAREncoderDecoder does not produce
+        cfg.model.large_vocab = None
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
     return cfg

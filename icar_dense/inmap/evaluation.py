@@ -61,6 +61,7 @@ halves it; ``max_features`` caps n).
 """
 import copy
 import inspect
+import logging
 import math
 import os.path as osp
 import traceback
@@ -622,11 +623,24 @@ class InMaPTestLoop(TestLoop):
         model = _unwrap(self.runner.model)
         self._collector = (
             _FeatureCollector(self, model, classifiers) if collect else None)
+        # the exact large-vocabulary argmax of ICAREncoderDecoder never calls
+        # the classifier's forward, which is where the pixels are pooled
+        large_vocab = getattr(model, 'large_vocab', None)
+        if collect and getattr(model, 'uses_large_vocab_path',
+                               lambda: False)():
+            print_log(
+                'InMaPTestLoop: the text pass uses the dense segmentation '
+                'path (mmseg logits) to pool pixel embeddings; the '
+                'large-vocabulary argmax is used again for the InMaP pass',
+                logger='current')
+            model.large_vocab = None
         try:
             self.test_loss.clear()
             for idx, data_batch in enumerate(self.dataloader):
                 self.run_iter(idx, data_batch)
         finally:
+            if large_vocab is not None:
+                model.large_vocab = large_vocab
             self._collector_remove()
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
         if self.test_loss:
@@ -702,7 +716,7 @@ class InMaPTestLoop(TestLoop):
                     f'{self.task!r}; for regions check score_thr='
                     f'{self.score_thr}): it keeps its text proxies',
                     logger='current',
-                    level='WARNING')
+                    level=logging.WARNING)
                 continue
             num_pooled = feats.shape[0]
             if self.max_features is not None and \

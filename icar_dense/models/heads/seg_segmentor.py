@@ -20,7 +20,8 @@ per-pixel argmax with :func:`~icar_dense.models.heads.large_vocab.dense_argmax`
 instead of materialising mmseg's ``C x H x W`` logits (1.3 GB at 1203
 classes and 512 x 512, 23 GB at 21,841).  The results then hold
 ``pred_sem_seg`` only, no ``seg_logits``: test-time augmentation (which
-averages ``seg_logits``) needs ``large_vocab=None``.
+averages ``seg_logits``) needs ``large_vocab=None``, which ``tools/test.py
+--tta`` sets; the text pass of ``InMaPTestLoop`` uses the dense path too.
 """
 from collections import OrderedDict
 from typing import List, Optional
