@@ -8,5 +8,5 @@ __all__ = [
     'enable_amp', 'local_rank_to_env', 'merge_cfg_options', 'setup_work_dir',
     'task_scope'
 ]
-from . import safety  # noqa: F401,E402
+from . import optim_logging, safety  # noqa: F401,E402
 from .video_vis import VideoVisualizationHook  # noqa: F401,E402
