@@ -9,6 +9,8 @@ _base_ = ['./mask_rcnn_icar_swin_fpn_ov.py']
 num_classes = 80
 norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
 text_classifier = {{_base_.text_classifier}}
+stage_target_stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
+                     [0.033, 0.033, 0.067, 0.067]]
 
 model = dict(
     type='CascadeRCNN',
@@ -22,61 +24,29 @@ model = dict(
             roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
             out_channels=256,
             featmap_strides=[4, 8, 16, 32]),
+        # the stages differ only in how their box deltas are normalised
         bbox_head=[
-        dict(
-            type='OVShared4Conv1FCBBoxHead',
-            in_channels=256,
-            conv_out_channels=256,
-            fc_out_channels=1024,
-            roi_feat_size=7,
-            num_classes=num_classes,
-            text_classifier=text_classifier,
-            norm_cfg=norm_cfg,
-            bbox_coder=dict(
-                type='DeltaXYWHBBoxCoder',
-                target_means=[0., 0., 0., 0.],
-                target_stds=[0.1, 0.1, 0.2, 0.2]),
-            reg_class_agnostic=True,
-            reg_decoded_bbox=True,
-            loss_cls=dict(
-                type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-            loss_bbox=dict(type='GIoULoss', loss_weight=10.0)),
-        dict(
-            type='OVShared4Conv1FCBBoxHead',
-            in_channels=256,
-            conv_out_channels=256,
-            fc_out_channels=1024,
-            roi_feat_size=7,
-            num_classes=num_classes,
-            text_classifier=text_classifier,
-            norm_cfg=norm_cfg,
-            bbox_coder=dict(
-                type='DeltaXYWHBBoxCoder',
-                target_means=[0., 0., 0., 0.],
-                target_stds=[0.05, 0.05, 0.1, 0.1]),
-            reg_class_agnostic=True,
-            reg_decoded_bbox=True,
-            loss_cls=dict(
-                type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-            loss_bbox=dict(type='GIoULoss', loss_weight=10.0)),
-        dict(
-            type='OVShared4Conv1FCBBoxHead',
-            in_channels=256,
-            conv_out_channels=256,
-            fc_out_channels=1024,
-            roi_feat_size=7,
-            num_classes=num_classes,
-            text_classifier=text_classifier,
-            norm_cfg=norm_cfg,
-            bbox_coder=dict(
-                type='DeltaXYWHBBoxCoder',
-                target_means=[0., 0., 0., 0.],
-                target_stds=[0.033, 0.033, 0.067, 0.067]),
-            reg_class_agnostic=True,
-            reg_decoded_bbox=True,
-            loss_cls=dict(
-                type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-            loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
+            dict(
+                type='OVShared4Conv1FCBBoxHead',
+                in_channels=256,
+                conv_out_channels=256,
+                fc_out_channels=1024,
+                roi_feat_size=7,
+                num_classes=num_classes,
+                text_classifier=text_classifier,
+                norm_cfg=norm_cfg,
+                bbox_coder=dict(
+                    type='DeltaXYWHBBoxCoder',
+                    target_means=[0., 0., 0., 0.],
+                    target_stds=stds),
+                reg_class_agnostic=True,
+                reg_decoded_bbox=True,
+                loss_cls=dict(
+                    type='CrossEntropyLoss',
+                    use_sigmoid=False,
+                    loss_weight=1.0),
+                loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
+            for stds in stage_target_stds
         ],
         mask_roi_extractor=dict(
             type='SingleRoIExtractor',
