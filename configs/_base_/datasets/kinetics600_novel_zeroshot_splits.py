@@ -11,7 +11,7 @@
 # (ZeroShotVideoDataset); the text classifier gets each split's 160 names.
 # tools/test.py prints top-1/top-5 and mean class accuracy as mean +- std over
 # the splits and writes them to <work_dir>/zeroshot_splits.json.
-dataset_type = 'ZeroShotVideoDataset'
+_base_ = ['./video_zeroshot_test.py']
 data_root = 'data/kinetics600/videos_val'
 ann_file = 'data/kinetics600/kinetics600_val_list_videos.txt'
 class_names_file = 'data/kinetics600/kinetics600_classnames.txt'
@@ -20,40 +20,13 @@ split_class_files = [
     'data/kinetics600/zeroshot/k600_novel_split2.txt',
     'data/kinetics600/zeroshot/k600_novel_split3.txt',
 ]
-file_client_args = dict(io_backend='disk')
-test_pipeline = [
-    dict(type='DecordInit', **file_client_args),
-    dict(
-        type='SampleFrames',
-        clip_len=32,
-        frame_interval=2,
-        num_clips=4,
-        test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='ThreeCrop', crop_size=224),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')
-]
 test_dataloader = dict(
-    batch_size=1,
-    num_workers=8,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
         ann_file=ann_file,
         label_names=class_names_file,
         classes=split_class_files[0],
-        data_prefix=dict(video=data_root),
-        pipeline=test_pipeline,
-        test_mode=True))
-test_evaluator = dict(type='AccMetric')
-test_cfg = dict(
-    type='MultiSplitTestLoop',
-    splits=[
-        dict(name='split1', classes=split_class_files[0]),
-        dict(name='split2', classes=split_class_files[1]),
-        dict(name='split3', classes=split_class_files[2]),
-    ],
-    result_file='zeroshot_splits.json')
+        data_prefix=dict(video=data_root)))
+test_cfg = dict(splits=[
+    dict(name=f'split{i + 1}', classes=file)
+    for i, file in enumerate(split_class_files)
+])

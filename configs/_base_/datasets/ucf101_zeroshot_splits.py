@@ -8,7 +8,7 @@
 # Each split is tested with its own videos; tools/test.py prints top-1/top-5
 # and mean class accuracy as mean +- std over the splits and writes them to
 # <work_dir>/zeroshot_splits.json (MultiSplitTestLoop).
-dataset_type = 'ZeroShotVideoDataset'
+_base_ = ['./video_zeroshot_test.py']
 data_root = 'data/ucf101/videos'
 class_names_file = 'data/ucf101/ucf101_classnames.txt'
 split_ann_files = [
@@ -16,39 +16,12 @@ split_ann_files = [
     'data/ucf101/ucf101_val_split_2_videos.txt',
     'data/ucf101/ucf101_val_split_3_videos.txt',
 ]
-file_client_args = dict(io_backend='disk')
-test_pipeline = [
-    dict(type='DecordInit', **file_client_args),
-    dict(
-        type='SampleFrames',
-        clip_len=32,
-        frame_interval=2,
-        num_clips=4,
-        test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='ThreeCrop', crop_size=224),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')
-]
 test_dataloader = dict(
-    batch_size=1,
-    num_workers=8,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
         ann_file=split_ann_files[0],
         label_names=class_names_file,
-        data_prefix=dict(video=data_root),
-        pipeline=test_pipeline,
-        test_mode=True))
-test_evaluator = dict(type='AccMetric')
-test_cfg = dict(
-    type='MultiSplitTestLoop',
-    splits=[
-        dict(name='split1', ann_file=split_ann_files[0]),
-        dict(name='split2', ann_file=split_ann_files[1]),
-        dict(name='split3', ann_file=split_ann_files[2]),
-    ],
-    result_file='zeroshot_splits.json')
+        data_prefix=dict(video=data_root)))
+test_cfg = dict(splits=[
+    dict(name=f'split{i + 1}', ann_file=file)
+    for i, file in enumerate(split_ann_files)
+])
