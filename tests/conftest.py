@@ -49,3 +49,29 @@ def check_ok(proc):
         f'--- stdout ---\n{proc.stdout[-6000:]}\n'
         f'--- stderr ---\n{proc.stderr[-6000:]}')
     return proc
+
+
+# ---------------------------------------------------------------------------
+# CPU settings, opted into per module with
+# ``pytestmark = pytest.mark.usefixtures('one_thread')`` (or 'fast_cpu')
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def one_thread():
+    """One torch thread: the models here are tiny and the CI machine has 2
+    shared cores, where more threads only contend."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def fast_cpu(one_thread):
+    """``one_thread`` and no yapf formatting of configs (mmengine formats a
+    config several times per runner, ~2 s each, only to log and dump it)."""
+    import mmengine.config.config as mmengine_config
+    format_code = mmengine_config.FormatCode
+    mmengine_config.FormatCode = lambda text, **kwargs: (text, None)
+    yield
+    mmengine_config.FormatCode = format_code

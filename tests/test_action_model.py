@@ -31,13 +31,8 @@ from icar_layout import icar_checkpoint
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 1), num_heads=(1, 2, 2, 4))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models run fastest (and fairest to the shared CPU) on 1 thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one torch thread: tests/conftest.py
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

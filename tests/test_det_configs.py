@@ -26,20 +26,8 @@ TINY_BACKBONE = dict(
     window_size=2, drop_path_rate=0.0, init_cfg=None)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fast_cpu():
-    """One thread (2 shared cores: more threads only contend) and no yapf
-    formatting of the config (mmengine formats it five times per run, ~2 s
-    each, only to log and dump it)."""
-    import mmengine.config.config as mmengine_config
-    import torch
-    threads = torch.get_num_threads()
-    format_code = mmengine_config.FormatCode
-    torch.set_num_threads(1)
-    mmengine_config.FormatCode = lambda text, **kwargs: (text, None)
-    yield
-    torch.set_num_threads(threads)
-    mmengine_config.FormatCode = format_code
+# one torch thread and no config formatting: tests/conftest.py
+pytestmark = pytest.mark.usefixtures('fast_cpu')
 
 
 def _shrink_pipeline(pipeline):

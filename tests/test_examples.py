@@ -199,18 +199,8 @@ def doc_blocks(path, language):
     return re.findall(rf'```{language}\n(.*?)```', text, flags=re.S)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fast_cpu():
-    """One thread (2 shared cores) and no yapf formatting of configs
-    (mmengine formats each config several times per runner)."""
-    import mmengine.config.config as mmengine_config
-    threads = torch.get_num_threads()
-    format_code = mmengine_config.FormatCode
-    torch.set_num_threads(1)
-    mmengine_config.FormatCode = lambda text, **kwargs: (text, None)
-    yield
-    torch.set_num_threads(threads)
-    mmengine_config.FormatCode = format_code
+# one torch thread and no config formatting: tests/conftest.py
+pytestmark = pytest.mark.usefixtures('fast_cpu')
 
 
 # ---------------------------------------------------------------------------

@@ -13,14 +13,8 @@ from icar_dense.inmap import (InMaPResult, learn_vision_proxies, load_proxies,
                               sinkhorn_pseudo_labels, soft_ce_gradient)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # The problems here are tiny: threads only add overhead (and contention
-    # on a loaded CI machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one torch thread: tests/conftest.py
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 # --------------------------------------------------------------------------

@@ -38,18 +38,8 @@ from test_action_pipeline import action_data  # noqa: E402,F401
 FAST = dict(iters=30, progress=False)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fast_cpu():
-    """One thread (2 shared cores) and no yapf formatting of configs
-    (mmengine formats each config several times per runner)."""
-    import mmengine.config.config as mmengine_config
-    threads = torch.get_num_threads()
-    format_code = mmengine_config.FormatCode
-    torch.set_num_threads(1)
-    mmengine_config.FormatCode = lambda text, **kwargs: (text, None)
-    yield
-    torch.set_num_threads(threads)
-    mmengine_config.FormatCode = format_code
+# one torch thread and no config formatting: tests/conftest.py
+pytestmark = pytest.mark.usefixtures('fast_cpu')
 
 
 def _classifiers(runner):

@@ -26,13 +26,8 @@ from icar_dense.models.text import TextClassifier  # noqa: E402
 BN = dict(type='BN', requires_grad=True)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # the CI box has 2 shared cores: oversubscribed threads cost 10x
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one torch thread: tests/conftest.py
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -32,7 +32,10 @@ import torch  # noqa: E402
 from conftest import REPO  # noqa: E402
 from test_examples import (action_data,  # noqa: E402,F401
                            action_example, det_data, det_example, doc_blocks,
-                           fast_cpu, seg_env, seg_example, unique)
+                           seg_env, seg_example, unique)
+
+# one torch thread and no config formatting: tests/conftest.py
+pytestmark = pytest.mark.usefixtures('fast_cpu')
 
 GETTING_STARTED = osp.join(REPO, 'docs', 'getting_started.md')
 

@@ -109,10 +109,11 @@ def _image_folder(root):
     return root
 
 
-def test_zeroshot_tool_with_inmap(official, tmp_path):
+@pytest.mark.parametrize('arch', ['swinb', 'swint'])
+def test_zeroshot_tool_with_inmap(official, tmp_path, arch):
     data = _image_folder(str(tmp_path / 'images'))
     cfg = tmp_path / 'zs_tiny.py'
-    base = osp.abspath('configs/cls/icar_swinb_zeroshot_cls.py')
+    base = osp.abspath(f'configs/cls/icar_{arch}_zeroshot_cls.py')
     cfg.write_text(f"""
 _base_ = [{base!r}]
 checkpoint = {official['path']!r}

@@ -67,17 +67,11 @@ def _topk_nms_applies(nms_cfg, max_num: int, box_dim: int,
 
 def _pairwise_suppression(boxes: Tensor, pi: Tensor, pj: Tensor,
                           iou_threshold: float) -> Tensor:
-    """Whether box ``pj`` would suppress box ``pi`` (mmcv's IoU, offset 0).
-    """
-    a, b = boxes[pi], boxes[pj]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    w = (torch.minimum(a[:, 2], b[:, 2]) -
-         torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
-    h = (torch.minimum(a[:, 3], b[:, 3]) -
-         torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
-    inter = w * h
-    return inter / (area_a + area_b - inter) > iou_threshold
+    """Whether box ``pj`` would suppress box ``pi`` (IoU with offset 0, as
+    mmcv's ``nms`` computes it)."""
+    from mmdet.structures.bbox import bbox_overlaps
+    return bbox_overlaps(
+        boxes[pi], boxes[pj], is_aligned=True) > iou_threshold
 
 
 def _per_class_nms(boxes: Tensor,
