@@ -10,7 +10,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from conftest import REPO, check_ok
+from conftest import REPO, BackgroundTool
 from test_det_ov import det_data  # noqa: F401  (module fixture)
 from test_det_ov import tiny_text_classifier
 
@@ -232,21 +232,6 @@ def test_config_trains_and_evaluates(config, det_data, tmp_path):
     check_metric_names(config, metrics)
 
 
-def _start(args, **env):
-    import os
-    import subprocess
-    import sys
-    full_env = dict(os.environ)
-    full_env['PATH'] = osp.dirname(sys.executable) + os.pathsep + \
-        full_env.get('PATH', '')
-    full_env['PYTHON'] = sys.executable
-    full_env['PYTHONPATH'] = REPO + os.pathsep + full_env.get('PYTHONPATH', '')
-    full_env.setdefault('OMP_NUM_THREADS', '1')
-    full_env.update(env)
-    return subprocess.Popen(args, cwd=REPO, env=full_env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 def _read_predictions(path):
     import pickle
     with open(path, 'rb') as f:
@@ -257,27 +242,21 @@ def _read_predictions(path):
 def test_one_process_and_two_process_evaluation_agree(tiny_lvis_run):
     """tools/test.py (1 process) vs tools/dist_test.sh (2 gloo processes):
     the same predictions for every image, each image once, same metrics."""
-    import subprocess
     import numpy as np
     run = tiny_lvis_run
     single = osp.join(run['work'], 'test1')
     dist = osp.join(run['work'], 'test2')
     # both at once (2 cores): the environment of conftest.run_tool
     procs = [
-        _start(['python', 'tools/test.py', run['config'], run['checkpoint'],
-                '--work-dir', single, '--out', osp.join(single, 'preds.pkl')]),
-        _start(['bash', 'tools/dist_test.sh', run['config'],
-                run['checkpoint'], '2', '--work-dir', dist, '--out',
-                osp.join(dist, 'preds.pkl')], PORT='29671'),
+        BackgroundTool(['python', 'tools/test.py', run['config'],
+                        run['checkpoint'], '--work-dir', single, '--out',
+                        osp.join(single, 'preds.pkl')]),
+        BackgroundTool(['bash', 'tools/dist_test.sh', run['config'],
+                        run['checkpoint'], '2', '--work-dir', dist, '--out',
+                        osp.join(dist, 'preds.pkl')], env=dict(PORT='29671')),
     ]
     for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        check_ok(subprocess.CompletedProcess(proc.args, proc.returncode, out,
-                                             err))
+        proc.finish()
     metrics = []
     for work in (single, dist):
         with open(osp.join(work, 'metrics_test.json')) as f:

@@ -11,8 +11,6 @@ import copy
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
@@ -23,7 +21,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import icar_dense  # noqa: E402,F401
-from conftest import REPO, check_ok  # noqa: E402
+from conftest import REPO, BackgroundTool  # noqa: E402
 from icar_dense.inmap import load_proxies  # noqa: E402
 from icar_dense.inmap.evaluation import (
     InMaPTestLoop,  # noqa: E402
@@ -238,33 +236,6 @@ def _action_cfg(data, work_dir, videos=5, **inmap):
     return enable_inmap(cfg)
 
 
-def _start(args, **env):
-    full_env = dict(os.environ)
-    full_env['PATH'] = osp.dirname(sys.executable) + os.pathsep + \
-        full_env.get('PATH', '')
-    full_env['PYTHON'] = sys.executable
-    full_env['PYTHONPATH'] = REPO + os.pathsep + full_env.get('PYTHONPATH', '')
-    full_env.setdefault('OMP_NUM_THREADS', '1')
-    full_env.update(env)
-    return subprocess.Popen(
-        args,
-        cwd=REPO,
-        env=full_env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
-
-
-def _wait(proc, timeout=300):
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    return check_ok(
-        subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-
-
 def test_video_clip_embeddings_one_and_two_processes(action_data, tmp_path):
     """In-process run (1 process) and tools/dist_test.sh (2 gloo
     processes, started first, running meanwhile) on the same config: the
@@ -282,11 +253,10 @@ def test_video_clip_embeddings_one_and_two_processes(action_data, tmp_path):
     config = str(tmp_path / 'tiny_k400_inmap.py')
     cfg.dump(config)
     two = str(tmp_path / 'two')
-    dist = _start([
+    dist = BackgroundTool([
         'bash', 'tools/dist_test.sh', config, action_data['icar'], '2',
         '--work-dir', two
-    ],
-                  PORT='29683')
+    ], env=dict(PORT='29683'))
     try:
         proxies_file = str(tmp_path / 'one' / 'proxies.pth')
         cfg = _action_cfg(
@@ -334,7 +304,7 @@ def test_video_clip_embeddings_one_and_two_processes(action_data, tmp_path):
                 metrics[f'inmap/{key}'])
         assert runner.model.cls_head.text_classifier.class_proxies is None
     finally:
-        _wait(dist)
+        dist.finish()
 
     with open(osp.join(two, 'metrics_test.json')) as f:
         dist_metrics = json.load(f)['metrics']

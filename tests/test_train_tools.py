@@ -7,7 +7,7 @@ import torch
 
 import icar_dense  # noqa: F401  (allow-lists mmengine checkpoint types)
 
-from conftest import check_ok, run_tool
+from conftest import check_ok, run_dist_tool, run_tool
 
 CONFIG = 'tests/configs/tiny_seg_fcn.py'
 
@@ -53,16 +53,48 @@ def test_train_then_resume_then_test(tiny_ade_root, tmp_path):
 
 def test_dist_train_two_cpu_processes(tiny_ade_root, tmp_path):
     work = str(tmp_path / 'dist')
-    proc = run_tool(
+    run_dist_tool(
         ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', work,
          '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',
          'custom_imports.imports=[icar_dense,helpers_rank_marker]',
          'custom_hooks.0.type=RankMarkerHook',
          *_data_options(tiny_ade_root)],
         env=dict(PORT='29641', PYTHONPATH='tests'))
-    check_ok(proc)
     for rank in (0, 1):
         with open(osp.join(work, f'rank{rank}.json')) as f:
             marker = json.load(f)
         assert marker == dict(rank=rank, world_size=2, iter=4)
     assert glob.glob(osp.join(work, 'iter_4.pth'))
+
+
+def test_dist_tool_reruns_only_after_a_worker_signal(tmp_path):
+    """The test helper's one rerun is for a worker killed by a signal (what
+    torchrun prints then), never for a Python error."""
+    import pytest
+    from conftest import BackgroundTool
+    counter = tmp_path / 'attempts'
+    script = (
+        'import pathlib, sys\n'
+        f'p = pathlib.Path({str(counter)!r})\n'
+        'n = int(p.read_text()) + 1 if p.exists() else 1\n'
+        'p.write_text(str(n))\n'
+        'if n == 1:\n'
+        '    sys.exit("  traceback : Signal 6 (SIGABRT) received by PID 7")\n'
+        'if sys.argv[1] == "python-error":\n'
+        '    sys.exit("ValueError: bad config")\n')
+    with pytest.warns(UserWarning, match='died of a signal'):
+        BackgroundTool(['python', '-c', script, 'ok']).finish()
+    assert counter.read_text() == '2'
+
+    counter.unlink()
+    with pytest.warns(UserWarning), pytest.raises(AssertionError) as err:
+        BackgroundTool(['python', '-c', script, 'python-error']).finish()
+    assert counter.read_text() == '2'  # no third attempt
+    assert 'first attempt' in str(err.value)
+    assert 'ValueError: bad config' in str(err.value)
+
+    # a Python error on the first attempt: no rerun
+    counter.write_text('1')
+    with pytest.raises(AssertionError, match='bad config'):
+        BackgroundTool(['python', '-c', script, 'python-error']).finish()
+    assert counter.read_text() == '2'
