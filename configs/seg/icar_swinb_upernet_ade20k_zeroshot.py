@@ -14,20 +14,11 @@
 #       data/pretrained/icar_swinb.pth [--vocabulary my_classes.txt]
 # (the segmentor reads official iCAR files and tools/convert_icar.py outputs
 # directly).  Test only: there is nothing to train.
-_base_ = ['../_base_/datasets/ade20k.py', '../_base_/default_runtime_seg.py']
+_base_ = [
+    '../_base_/datasets/ade20k.py', '../_base_/default_runtime_seg.py',
+    '../_base_/models/roberta_base_arch.py'
+]
 icar_checkpoint = 'data/pretrained/icar_swinb.pth'
-roberta_base = dict(
-    vocab_size=50265,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    layer_norm_eps=1e-05,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2)
 model = dict(
     type='ICAREncoderDecoder',
     data_preprocessor=dict(
@@ -63,7 +54,7 @@ model = dict(
             text_encoder=dict(
                 type='RobertaTextEncoder',
                 model=None,
-                config=roberta_base,
+                config={{_base_.roberta_base}},
                 tokenizer='roberta-base',
                 max_length=16,
                 embed_dim=256),

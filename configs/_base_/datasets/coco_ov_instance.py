@@ -3,9 +3,9 @@
 # the base annotations only (images without any are skipped); the test set
 # has all 65 classes, and the metric reports novel / base / all AP50
 # (coco/bbox_AP50_novel is the headline) next to the usual COCO numbers.
+# The images, pipelines and loaders are those of coco_instance.py.
+_base_ = ['./coco_instance.py']
 dataset_type = 'OVCocoDataset'
-data_root = 'data/coco/'
-backend_args = None
 
 base_classes = (
     'person', 'bicycle', 'car', 'motorcycle', 'train', 'truck', 'boat',
@@ -30,63 +30,13 @@ classes = (
     'remote', 'keyboard', 'microwave', 'oven', 'toaster', 'sink',
     'refrigerator', 'book', 'clock', 'vase', 'scissors', 'toothbrush')
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
-]
-
 ov_split = dict(
     metainfo=dict(classes=classes),
     base_classes=base_classes,
     novel_classes=novel_classes)
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=32),
-        pipeline=train_pipeline,
-        backend_args=backend_args,
-        **ov_split))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_val2017.json',
-        data_prefix=dict(img='val2017/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args,
-        **ov_split))
+train_dataloader = dict(dataset=dict(type=dataset_type, **ov_split))
+val_dataloader = dict(dataset=dict(type=dataset_type, **ov_split))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(
-    type='OVCocoAP50Metric',
-    ann_file=data_root + 'annotations/instances_val2017.json',
-    metric=['bbox', 'segm'],
-    format_only=False,
-    backend_args=backend_args)
+val_evaluator = dict(type='OVCocoAP50Metric')
 test_evaluator = val_evaluator

@@ -4,6 +4,7 @@
 # Clips of 32 frames sampled every 2 frames; training: short side 256,
 # RandomResizedCrop, 224x224, flip; validation: 1 clip, center crop; test:
 # 4 clips x 3 crops (224, short side 224), scores averaged by the head.
+_base_ = ['./video_swin_test_view.py']
 dataset_type = 'VideoDataset'
 data_root = 'data/kinetics400/videos_train'
 data_root_val = 'data/kinetics400/videos_val'
@@ -37,20 +38,7 @@ val_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]
-test_pipeline = [
-    dict(type='DecordInit', **file_client_args),
-    dict(
-        type='SampleFrames',
-        clip_len=32,
-        frame_interval=2,
-        num_clips=4,
-        test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='ThreeCrop', crop_size=224),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')
-]
+test_pipeline = {{_base_.test_pipeline}}
 
 train_dataloader = dict(
     batch_size=8,

@@ -3,22 +3,9 @@
 # 224 crops), one video per batch, top-1/top-5 and mean class accuracy.  The
 # dataset configs inheriting it set the videos, the class names and the
 # splits (test_dataloader.dataset and test_cfg.splits).
+_base_ = ['./video_swin_test_view.py']
 dataset_type = 'ZeroShotVideoDataset'
-file_client_args = dict(io_backend='disk')
-test_pipeline = [
-    dict(type='DecordInit', **file_client_args),
-    dict(
-        type='SampleFrames',
-        clip_len=32,
-        frame_interval=2,
-        num_clips=4,
-        test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='ThreeCrop', crop_size=224),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')
-]
+test_pipeline = {{_base_.test_pipeline}}
 test_dataloader = dict(
     batch_size=1,
     num_workers=8,

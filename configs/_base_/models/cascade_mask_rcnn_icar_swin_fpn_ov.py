@@ -9,22 +9,19 @@ _base_ = ['./mask_rcnn_icar_swin_fpn_ov.py']
 num_classes = 80
 norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
 text_classifier = {{_base_.text_classifier}}
+# the stages differ in how their box deltas are normalised and in the IoU
+# that makes a proposal positive
 stage_target_stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
                      [0.033, 0.033, 0.067, 0.067]]
+stage_pos_iou_thrs = [0.5, 0.6, 0.7]
 
+# RoI extractors and the mask head are the Mask R-CNN base's
 model = dict(
     type='CascadeRCNN',
     roi_head=dict(
-        _delete_=True,
         type='ICARCascadeRoIHead',
         num_stages=3,
         stage_loss_weights=[1, 0.5, 0.25],
-        bbox_roi_extractor=dict(
-            type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
-            out_channels=256,
-            featmap_strides=[4, 8, 16, 32]),
-        # the stages differ only in how their box deltas are normalised
         bbox_head=[
             dict(
                 type='OVShared4Conv1FCBBoxHead',
@@ -47,21 +44,7 @@ model = dict(
                     loss_weight=1.0),
                 loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
             for stds in stage_target_stds
-        ],
-        mask_roi_extractor=dict(
-            type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
-            out_channels=256,
-            featmap_strides=[4, 8, 16, 32]),
-        mask_head=dict(
-            type='FCNMaskHead',
-            num_convs=4,
-            in_channels=256,
-            conv_out_channels=256,
-            num_classes=num_classes,
-            class_agnostic=True,
-            loss_mask=dict(
-                type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
+        ]),
     train_cfg=dict(
         rpn=dict(allowed_border=0),
         rpn_proposal=dict(max_per_img=2000),
@@ -69,9 +52,9 @@ model = dict(
             dict(
                 assigner=dict(
                     type='MaxIoUAssigner',
-                    pos_iou_thr=0.5,
-                    neg_iou_thr=0.5,
-                    min_pos_iou=0.5,
+                    pos_iou_thr=iou,
+                    neg_iou_thr=iou,
+                    min_pos_iou=iou,
                     match_low_quality=False,
                     ignore_iof_thr=-1),
                 sampler=dict(
@@ -82,39 +65,5 @@ model = dict(
                     add_gt_as_proposals=True),
                 mask_size=28,
                 pos_weight=-1,
-                debug=False),
-            dict(
-                assigner=dict(
-                    type='MaxIoUAssigner',
-                    pos_iou_thr=0.6,
-                    neg_iou_thr=0.6,
-                    min_pos_iou=0.6,
-                    match_low_quality=False,
-                    ignore_iof_thr=-1),
-                sampler=dict(
-                    type='RandomSampler',
-                    num=512,
-                    pos_fraction=0.25,
-                    neg_pos_ub=-1,
-                    add_gt_as_proposals=True),
-                mask_size=28,
-                pos_weight=-1,
-                debug=False),
-            dict(
-                assigner=dict(
-                    type='MaxIoUAssigner',
-                    pos_iou_thr=0.7,
-                    neg_iou_thr=0.7,
-                    min_pos_iou=0.7,
-                    match_low_quality=False,
-                    ignore_iof_thr=-1),
-                sampler=dict(
-                    type='RandomSampler',
-                    num=512,
-                    pos_fraction=0.25,
-                    neg_pos_ub=-1,
-                    add_gt_as_proposals=True),
-                mask_size=28,
-                pos_weight=-1,
-                debug=False)
+                debug=False) for iou in stage_pos_iou_thrs
         ]))

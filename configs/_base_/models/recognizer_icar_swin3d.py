@@ -11,18 +11,7 @@
 # weights come from it too; its tokenizer is read from the Hugging Face
 # cache/hub ('roberta-base'); offline, point `tokenizer` to a folder with
 # vocab.json + merges.txt.
-roberta_base = dict(
-    vocab_size=50265,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    layer_norm_eps=1e-05,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2)
+_base_ = ['./roberta_base_arch.py']
 model = dict(
     type='ICARRecognizer3D',
     backbone=dict(
@@ -58,7 +47,7 @@ model = dict(
             text_encoder=dict(
                 type='RobertaTextEncoder',
                 model=None,
-                config=roberta_base,
+                config={{_base_.roberta_base}},
                 tokenizer='roberta-base',
                 max_length=16,
                 embed_dim=256),

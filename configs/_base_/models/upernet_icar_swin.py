@@ -13,6 +13,7 @@
 # configs in configs/seg/.  The RoBERTa tokenizer is read from the Hugging
 # Face cache/hub ('roberta-base'); offline, point `tokenizer` to a folder with
 # vocab.json + merges.txt.
+_base_ = ['./roberta_base_arch.py']
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 backbone_norm_cfg = dict(type='LN', requires_grad=True)
 data_preprocessor = dict(
@@ -22,26 +23,13 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255)
-# HF roberta-base architecture; its weights are loaded from the iCAR file
-roberta_base = dict(
-    vocab_size=50265,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    layer_norm_eps=1e-05,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2)
 text_classifier = dict(
     type='TextClassifier',
     embed_dim=256,
     text_encoder=dict(
         type='RobertaTextEncoder',
         model=None,
-        config=roberta_base,
+        config={{_base_.roberta_base}},
         tokenizer='roberta-base',
         max_length=16,
         embed_dim=256),
