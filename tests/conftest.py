@@ -41,6 +41,15 @@ def tool_env(env=None):
     return full_env
 
 
+def free_port():
+    """A TCP port free on this machine now, for a torchrun rendezvous (a
+    fixed one can be held by another job on a shared CI host)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])
+
+
 def run_tool(args, cwd=REPO, timeout=600, env=None):
     """Run a repo command; return the completed process."""
     return subprocess.run(args, cwd=cwd, env=tool_env(env),

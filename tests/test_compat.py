@@ -7,6 +7,7 @@ import torch
 
 import icar_dense  # noqa: F401
 from icar_dense import compat
+from conftest import free_port
 
 
 def test_apply_is_idempotent():
@@ -107,7 +108,7 @@ def test_init_dist_without_gpu_uses_gloo(monkeypatch, tmp_path):
     monkeypatch.setenv('LOCAL_RANK', '0')
     monkeypatch.setenv('WORLD_SIZE', '1')
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', '29731')
+    monkeypatch.setenv('MASTER_PORT', free_port())
     with pytest.warns(UserWarning, match='gloo'):
         dist_utils._init_dist_pytorch('nccl')
     try:

@@ -10,7 +10,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from conftest import REPO, BackgroundTool
+from conftest import REPO, BackgroundTool, free_port
 from test_det_ov import det_data  # noqa: F401  (module fixture)
 from test_det_ov import tiny_text_classifier
 
@@ -253,7 +253,8 @@ def test_one_process_and_two_process_evaluation_agree(tiny_lvis_run):
                         osp.join(single, 'preds.pkl')]),
         BackgroundTool(['bash', 'tools/dist_test.sh', run['config'],
                         run['checkpoint'], '2', '--work-dir', dist, '--out',
-                        osp.join(dist, 'preds.pkl')], env=dict(PORT='29671')),
+                        osp.join(dist, 'preds.pkl')],
+                       env=dict(PORT=free_port())),
     ]
     for proc in procs:
         proc.finish()

@@ -21,7 +21,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import icar_dense  # noqa: E402,F401
-from conftest import REPO, BackgroundTool  # noqa: E402
+from conftest import REPO, BackgroundTool, free_port  # noqa: E402
 from icar_dense.inmap import load_proxies  # noqa: E402
 from icar_dense.inmap.evaluation import (
     InMaPTestLoop,  # noqa: E402
@@ -256,7 +256,7 @@ def test_video_clip_embeddings_one_and_two_processes(action_data, tmp_path):
     dist = BackgroundTool([
         'bash', 'tools/dist_test.sh', config, action_data['icar'], '2',
         '--work-dir', two
-    ], env=dict(PORT='29683'))
+    ], env=dict(PORT=free_port()))
     try:
         proxies_file = str(tmp_path / 'one' / 'proxies.pth')
         cfg = _action_cfg(

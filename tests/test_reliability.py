@@ -11,7 +11,7 @@ import torch
 
 import icar_dense  # noqa: F401
 from helpers_faults import run_script  # also registers the fault hooks
-from conftest import REPO, check_ok, run_tool
+from conftest import REPO, check_ok, free_port, run_tool
 from icar_dense.engine import safety
 from icar_dense.utils.checkpoint import CheckpointError, load_checkpoint_file
 
@@ -320,7 +320,7 @@ def test_exception_on_one_rank_ends_the_job(fault_config, tmp_path):
          str(work), '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',
          'custom_hooks.1.mode=raise_on_rank', 'custom_hooks.1.rank=1',
          'custom_hooks.1.iter=2'],
-        env=dict(FAULTS_ENV, PORT='29653'), timeout=240)  # never hangs
+        env=dict(FAULTS_ENV, PORT=free_port()), timeout=240)  # never hangs
     ended = time.time()
     log = log_of(proc)
     assert proc.returncode != 0, log[-3000:]

@@ -708,3 +708,34 @@ def test_sharded_encoding_matches_single_process(tok_dir, tmp_path):
         for name, p in single.text_encoder.named_parameters():
             torch.testing.assert_close(
                 res['grads'][name], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_fixed_tau_is_not_clamped(tok_dir):
+    """max_logit_scale bounds a learned 1 / tau only: a fixed tau below
+    1 / max_logit_scale is used as given."""
+    assert _classifier(tok_dir, tau=0.005).tau == pytest.approx(0.005)
+    learned = _classifier(tok_dir, tau=0.005, learnable_tau=True)
+    assert learned.tau == pytest.approx(0.01)
+
+
+def test_fit_checkpoint_weights(tok_dir, tmp_path):
+    """What every task's iCAR loader keeps of the text weights: no legacy
+    RoBERTa keys, no text tower for an embeddings-file classifier, nothing
+    of the wrong shape."""
+    with_tower = _classifier(tok_dir).eval()
+    state = dict(with_tower.state_dict())
+    state['text_encoder.backbone.pooler.dense.weight'] = torch.zeros(2, 2)
+    state['visual_proj.weight'] = torch.zeros(16, 4)  # trained on 4-d
+    kept, notes = with_tower.fit_checkpoint_weights(state)
+    assert 'text_encoder.backbone.pooler.dense.weight' not in kept
+    assert 'visual_proj.weight' not in kept
+    assert any('visual_proj.weight (16, 4) does not fit (16, 8)' in n
+               for n in notes)
+    assert any(k.startswith('text_encoder.') for k in kept)
+
+    path = str(tmp_path / 'embeds.pth')
+    with_tower.save_embeddings(path)
+    from_file = TextClassifier(in_channels=8, embed_dim=16, embeddings=path)
+    kept, notes = from_file.fit_checkpoint_weights(state)
+    assert not any(k.startswith('text_encoder.') for k in kept)
+    assert 'text tower weights ignored' in ' '.join(notes)

@@ -7,7 +7,7 @@ import torch
 
 import icar_dense  # noqa: F401  (allow-lists mmengine checkpoint types)
 
-from conftest import check_ok, run_dist_tool, run_tool
+from conftest import check_ok, free_port, run_dist_tool, run_tool
 
 CONFIG = 'tests/configs/tiny_seg_fcn.py'
 
@@ -59,7 +59,7 @@ def test_dist_train_two_cpu_processes(tiny_ade_root, tmp_path):
          'custom_imports.imports=[icar_dense,helpers_rank_marker]',
          'custom_hooks.0.type=RankMarkerHook',
          *_data_options(tiny_ade_root)],
-        env=dict(PORT='29641', PYTHONPATH='tests'))
+        env=dict(PORT=free_port(), PYTHONPATH='tests'))
     for rank in (0, 1):
         with open(osp.join(work, f'rank{rank}.json')) as f:
             marker = json.load(f)

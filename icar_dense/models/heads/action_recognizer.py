@@ -17,7 +17,7 @@ from mmaction.registry import MODELS
 from mmengine.logging import print_log
 
 from icar_dense.models.text import convert_icar_text_classifier
-from icar_dense.utils.checkpoint import (LEGACY_TEXT_KEYS, CheckpointError,
+from icar_dense.utils.checkpoint import (CheckpointError,
                                          find_icar_state_dict,
                                          split_icar_state_dict)
 
@@ -68,26 +68,15 @@ class ICARRecognizer3D(Recognizer3D):
             for key, value in self.backbone.inflate_state_dict(
                     parts['swin']).items():
                 state_dict[prefix + 'backbone.' + key] = value
-        text = convert_icar_text_classifier(official)
         classifier = getattr(self.cls_head, 'text_classifier', None)
         if classifier is None:
             notes.append(f'the head {type(self.cls_head).__name__} has no '
                          'text_classifier: text weights ignored')
         else:
-            own = classifier.state_dict()
-            no_tower = classifier.text_encoder is None
-            if no_tower:
-                notes.append('the text classifier reads an embeddings file: '
-                             'text tower weights ignored')
+            text, fit_notes = classifier.fit_checkpoint_weights(
+                convert_icar_text_classifier(official))
+            notes += fit_notes
             for key, value in text.items():
-                if key.startswith(LEGACY_TEXT_KEYS) or (
-                        no_tower and key.startswith('text_encoder.')):
-                    continue
-                if key in own and own[key].shape != value.shape:
-                    notes.append(f'{key} {tuple(value.shape)} does not fit '
-                                 f'{tuple(own[key].shape)}: kept the '
-                                 'initialisation')
-                    continue
                 state_dict[prefix + 'cls_head.text_classifier.' + key] = value
         if parts['unexpected']:
             notes.append(f"unrecognised keys {parts['unexpected'][:5]}")

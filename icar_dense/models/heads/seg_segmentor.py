@@ -34,9 +34,8 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from icar_dense.utils.checkpoint import (LEGACY_TEXT_KEYS,
-                                         convert_icar_state_dict,
-                                         detect_layout, find_icar_state_dict)
+from icar_dense.utils.checkpoint import (convert_icar_state_dict,
+                                         find_icar_state_dict)
 from .large_vocab import chain_matrices, dense_argmax, window_grid
 from .seg_heads import TextSegHeadMixin
 
@@ -235,7 +234,6 @@ class ICAREncoderDecoder(EncoderDecoder):
         rel = OrderedDict((k[len(prefix):], k) for k in state_dict
                           if k.startswith(prefix))
         if official is not None:
-            detect_layout(official, 'iCAR checkpoint')
             converted, unknown = convert_icar_state_dict(
                 official, 'iCAR checkpoint')
             for key in consumed:
@@ -250,25 +248,21 @@ class ICAREncoderDecoder(EncoderDecoder):
             layout = 'converted iCAR'
         else:
             return
-        notes = []
         own = getattr(self.decode_head, 'text_classifier', None)
-        own_state = own.state_dict() if own is not None else {}
+        text = OrderedDict()
         for key, value in converted.items():
-            if not key.startswith('text_classifier.'):
+            if key.startswith('text_classifier.'):
+                text[key[len('text_classifier.'):]] = value
+            else:
                 state_dict[prefix + key] = value
-                continue
-            sub = key[len('text_classifier.'):]
-            if own is None or sub.startswith(LEGACY_TEXT_KEYS):
-                continue
-            if sub in own_state and own_state[sub].shape != value.shape:
-                notes.append(f'{key} {tuple(value.shape)} does not fit '
-                             f'{tuple(own_state[sub].shape)}: kept the '
-                             'initialisation')
-                continue
-            state_dict[prefix + 'decode_head.' + key] = value
         if own is None:
-            notes.append('the decode head has no text_classifier: text '
-                         'weights ignored')
+            notes = ['the decode head has no text_classifier: text weights '
+                     'ignored']
+        else:
+            text, notes = own.fit_checkpoint_weights(text)
+            for key, value in text.items():
+                state_dict[prefix + 'decode_head.text_classifier.' +
+                           key] = value
         if unknown:
             notes.append(f'unrecognised keys {unknown[:5]}')
         print_log(

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import os.path as osp
+from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -19,7 +20,8 @@ from mmengine.model import BaseModule
 from mmengine.registry import DefaultScope
 
 from icar_dense.registry import SHARED_MODEL_REGISTRIES, register_shared_model
-from icar_dense.utils.checkpoint import (ICAR_TEXT, load_checkpoint_file,
+from icar_dense.utils.checkpoint import (ICAR_TEXT, LEGACY_TEXT_KEYS,
+                                         load_checkpoint_file,
                                          save_checkpoint_file,
                                          split_icar_state_dict,
                                          unwrap_state_dict)
@@ -34,11 +36,6 @@ __all__ = ['TextClassifier', 'convert_icar_text_classifier']
 # Bumped when the way prompts become embeddings changes, so that old disk
 # cache entries are never read by new code.
 _CACHE_FORMAT = 1
-
-# Keys that older transformers releases saved but current RobertaModel has no
-# parameter for; iCAR's checkpoints were written with such a release.
-_LEGACY_ROBERTA_KEYS = ('text_encoder.backbone.embeddings.position_ids',
-                        'text_encoder.backbone.pooler.')
 
 
 def convert_icar_text_classifier(
@@ -672,7 +669,10 @@ class TextClassifier(BaseModule):
 
     def scale(self) -> torch.Tensor:
         """``1 / tau`` (clamped to ``max_logit_scale`` when learned)."""
-        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+        scale = self.logit_scale.exp()
+        if isinstance(self.logit_scale, nn.Parameter):
+            scale = scale.clamp(max=self.max_logit_scale)
+        return scale
 
     def embed_visual(self, visual_feats: torch.Tensor) -> torch.Tensor:
         """Project and L2-normalise visual features, (..., embed_dim)."""
@@ -775,11 +775,38 @@ class TextClassifier(BaseModule):
                 'converted one (state_dict.text_classifier.*).')
         self._load_filtered(state, path, layout)
 
+    def fit_checkpoint_weights(
+            self, state: Dict[str, torch.Tensor]
+    ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+        """The entries of a ``TextClassifier``-keyed state dict (e.g. from
+        :func:`convert_icar_text_classifier`) this classifier can load, and
+        notes on what was left out: legacy RoBERTa keys, the text tower when
+        the classifier reads an embeddings file, and tensors whose shape
+        does not fit (they keep their initialisation)."""
+        own = self.state_dict()
+        notes = []
+        no_tower = self.text_encoder is None
+        if no_tower and any(k.startswith('text_encoder.') for k in state):
+            notes.append('the text classifier reads an embeddings file: '
+                         'text tower weights ignored')
+        kept = OrderedDict()
+        for key, value in state.items():
+            if key.startswith(LEGACY_TEXT_KEYS) or (
+                    no_tower and key.startswith('text_encoder.')):
+                continue
+            if key in own and own[key].shape != value.shape:
+                notes.append(f'{key} {tuple(value.shape)} does not fit '
+                             f'{tuple(own[key].shape)}: kept the '
+                             'initialisation')
+                continue
+            kept[key] = value
+        return kept, notes
+
     def _load_filtered(self, state: Dict[str, torch.Tensor], path: str,
                        layout: str) -> None:
         state = {
             k: v
-            for k, v in state.items() if not k.startswith(_LEGACY_ROBERTA_KEYS)
+            for k, v in state.items() if not k.startswith(LEGACY_TEXT_KEYS)
         }
         own = self.state_dict()
         notes = []
