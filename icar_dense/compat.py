@@ -25,6 +25,7 @@ Each fix targets one documented defect of a pinned release, is applied once by
 * ``lvis 0.5.3``'s evaluator uses ``np.float`` (removed in numpy 1.24).
 """
 import importlib
+import importlib.util
 import sys
 import types
 import warnings

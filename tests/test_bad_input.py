@@ -463,3 +463,22 @@ def test_vocabulary_option_with_missing_file(tmp_path):
                      '--vocabulary', path, '--work-dir', str(tmp_path))
     assert isinstance(err, FileNotFoundError)
     assert path in str(err) and '--vocabulary' in str(err)
+
+
+def test_vocabulary_argument_typos(tmp_path):
+    """--vocabulary: a mistyped file is an error naming it; a word that is
+    no known vocabulary is one class, said so out loud."""
+    from icar_dense.engine.testing import read_vocabulary_argument
+    for typo in ('classes.tx', str(tmp_path / 'nope' / 'classes')):
+        with pytest.raises(FileNotFoundError, match=re.escape(repr(typo))):
+            read_vocabulary_argument(typo)
+    with pytest.warns(UserWarning, match="'lvis_v2' is not a known"):
+        assert read_vocabulary_argument('lvis_v2')[2] == ['lvis_v2']
+    assert len(read_vocabulary_argument('coco')[2]) == 80
+
+
+def test_default_scope_outside_the_three_tasks():
+    from mmengine.config import Config
+    from icar_dense.engine.runtime import task_scope
+    with pytest.raises(ValueError, match="'mmpretrain' is not one of"):
+        task_scope(Config(dict(default_scope='mmpretrain')))

@@ -101,3 +101,36 @@ def test_unknown_layout_and_missing_file_errors(tmp_path):
         init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'no.pth')))
     with pytest.raises(FileNotFoundError, match='no.pth'):
         missing.init_weights()
+
+
+def test_init_cfg_errors_name_the_file_and_the_fix(tmp_path):
+    reference = _reference()
+    official = icar_checkpoint(reference.state_dict(), 3)
+
+    def model(checkpoint, **arch):
+        arch = arch or TINY
+        return ICARSwinTransformer(
+            arch=None, **arch,
+            init_cfg=[dict(type='Pretrained', checkpoint=checkpoint)])
+
+    # a one-entry init_cfg list, as mmengine configs often write it
+    path = str(tmp_path / 'icar.pth')
+    torch.save(official, path)
+    model(path).init_weights()
+
+    wider = model(path, **dict(TINY, embed_dims=32))
+    with pytest.raises(CheckpointError, match=r'icar\.pth.*do not fit.*arch'):
+        wider.init_weights()
+
+    text_only = str(tmp_path / 'text_only.pth')
+    torch.save({'model': {'sentence_model.x': torch.zeros(1),
+                          'visual_model.projector.weight': torch.zeros(2, 2)}},
+               text_only)
+    with pytest.raises(CheckpointError,
+                       match=r'text_only\.pth: no Swin stage weights'):
+        model(text_only).init_weights()
+
+    no_path = ICARSwinTransformer(arch=None, **TINY,
+                                  init_cfg=dict(type='Pretrained'))
+    with pytest.raises(KeyError, match="no 'checkpoint'"):
+        no_path.init_weights()

@@ -1,14 +1,14 @@
 # Copyright (c) icar_dense contributors. All rights reserved.
 """One log line for the frozen parameters an optimizer skips.
 
-mmengine's ``DefaultOptimWrapperConstructor`` (and the Swin / layer-decay
-constructors of mmdet, mmseg and mmaction2 built on it) logs one WARNING per
-parameter with ``requires_grad=False``.  Every config here freezes a text
-tower -- RoBERTa-base alone is ~200 tensors -- so each run used to open with a
-wall of identical warnings that hid the ones that matter.  While a
+mmengine's ``DefaultOptimWrapperConstructor`` logs one WARNING per parameter
+with ``requires_grad=False`` (constructors that override ``add_params``, such
+as mmaction2's Swin one, log nothing of the kind). Every config here freezes a
+text tower -- RoBERTa-base alone is ~200 tensors -- so each run used to open
+with a wall of identical warnings that hid the ones that matter. While a
 constructor runs, those records are collected instead and summarised in one
 INFO line per frozen module (``text_classifier.text_encoder: 199 tensors,
-124.6M parameters``).  Every other record passes through untouched.
+124.6M parameters``). Every other record passes through untouched.
 """
 import logging
 import re

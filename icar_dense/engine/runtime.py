@@ -18,6 +18,10 @@ def task_scope(cfg: Config) -> str:
         raise KeyError(
             f'config {cfg.filename!r} sets no default_scope: set it to one of '
             f'{KNOWN_SCOPES} (inherit a configs/_base_/default_runtime_*.py)')
+    if scope not in KNOWN_SCOPES:
+        raise ValueError(
+            f'config {cfg.filename!r}: default_scope {scope!r} is not one of '
+            f'the tasks icar_dense serves {KNOWN_SCOPES}')
     return scope
 
 

@@ -101,7 +101,15 @@ def read_vocabulary_argument(value: str):
     # a dataset name ('coco', 'lvis_v1', ...) or a single class name
     try:
         return value, None, list(load_vocabulary(value).names)
-    except (KeyError, ValueError, FileNotFoundError):
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        if '/' in value or osp.sep in value or osp.splitext(value)[1]:
+            # meant as a file: a typo must not become a class name
+            raise FileNotFoundError(
+                f'--vocabulary {value!r}: no such file, and not a '
+                'vocabulary name (files end in .txt, .json, '
+                f"{', '.join(EMBEDDING_SUFFIXES)})") from err
+        warnings.warn(f'--vocabulary {value!r} is not a known vocabulary '
+                      f'({err}); it is taken as the name of one class')
         return [value], None, [value]
 
 

@@ -1,8 +1,9 @@
 """COCO metric with the open-vocabulary novel / base / all AP50.
 
 The OVR-CNN protocol reports box AP at IoU 0.5 over the 17 novel classes
-(the headline), the 48 base classes and all 65.  :class:`OVCocoMetric` is
-mmdet's ``CocoMetric`` (all its usual numbers) plus, per IoU type,
+(the headline), the 48 base classes and all 65.  ``OVCocoAP50Metric`` (not
+mmdet's own ``OVCocoMetric``) is mmdet's ``CocoMetric`` (all its usual
+numbers) plus, per IoU type,
 ``{bbox,segm}_AP50_novel``, ``..._AP50_base`` and ``..._AP50_all`` -- each
 the mean over the classes of the group of the per-class AP50 (classes without
 ground truth in the evaluated images are skipped, as COCOeval does), which is

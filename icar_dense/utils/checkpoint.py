@@ -137,9 +137,15 @@ def swin_official_to_openmmlab(state_dict):
     stage in the OpenMMLab model.
     """
     from mmdet.models.backbones.swin import swin_converter
-    num_stages = 1 + max(
+    stage_ids = [
         int(m.group(1)) for m in (re.match(r'layers\.(\d+)\.', k)
-                                  for k in state_dict) if m)
+                                  for k in state_dict) if m
+    ]
+    if not stage_ids:
+        raise CheckpointError(
+            'no Swin stage weights (layers.N.* keys) to convert; found e.g. '
+            f'{list(state_dict)[:3]}: is it a text-only checkpoint?')
+    num_stages = 1 + max(stage_ids)
     converted = swin_converter(state_dict)
     result = OrderedDict()
     for key, value in converted.items():
@@ -200,16 +206,19 @@ def convert_icar_state_dict(state_dict, source='checkpoint'):
 def backbone_state_dict(state_dict, source='checkpoint'):
     """OpenMMLab Swin backbone weights from any supported layout."""
     layout = detect_layout(state_dict, source)
-    if layout == 'icar':
-        return swin_official_to_openmmlab(
-            split_icar_state_dict(state_dict, source)['swin'])
-    if layout == 'swin_official':
-        state_dict = {(k[len('backbone.'):] if k.startswith('backbone.') else
-                       k): v
-                      for k, v in state_dict.items()}
-        return swin_official_to_openmmlab(
-            OrderedDict((k, v) for k, v in state_dict.items()
-                        if not k.startswith('head.')))
+    if layout in ('icar', 'swin_official'):
+        if layout == 'icar':
+            swin = split_icar_state_dict(state_dict, source)['swin']
+        else:
+            swin = OrderedDict(
+                (k[len('backbone.'):] if k.startswith('backbone.') else k, v)
+                for k, v in state_dict.items())
+            swin = OrderedDict((k, v) for k, v in swin.items()
+                               if not k.startswith('head.'))
+        try:
+            return swin_official_to_openmmlab(swin)
+        except CheckpointError as err:
+            raise CheckpointError(f'{source}: {err}') from None
     result = OrderedDict()
     for key, value in state_dict.items():
         if key.startswith('module.'):

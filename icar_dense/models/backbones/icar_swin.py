@@ -10,7 +10,7 @@ from mmdet.models.backbones.swin import SwinTransformer
 from mmengine.logging import MMLogger, print_log
 
 from icar_dense.registry import register_shared_model
-from icar_dense.utils.checkpoint import (backbone_state_dict,
+from icar_dense.utils.checkpoint import (CheckpointError, backbone_state_dict,
                                          load_checkpoint_file,
                                          unwrap_state_dict)
 
@@ -66,15 +66,37 @@ class ICARSwinTransformer(SwinTransformer):
 
     def init_weights(self):
         init_cfg = self.init_cfg
+        if isinstance(init_cfg, (list, tuple)) and len(init_cfg) == 1:
+            init_cfg = init_cfg[0]
         if not (isinstance(init_cfg, dict)
                 and init_cfg.get('type') == 'Pretrained'):
             return super().init_weights()
         logger = MMLogger.get_current_instance()
+        if not init_cfg.get('checkpoint'):
+            raise KeyError(f"{type(self).__name__}: init_cfg {init_cfg} has "
+                           "type 'Pretrained' but no 'checkpoint' path")
         path = init_cfg['checkpoint']
         state_dict = backbone_state_dict(
             unwrap_state_dict(load_checkpoint_file(path), path), path)
+        if not any(k.startswith('stages.') for k in state_dict):
+            raise CheckpointError(
+                f'{path}: no Swin backbone weights (no stages.* keys after '
+                f'conversion; found e.g. {list(state_dict)[:3]}): is it a '
+                'text-only or non-Swin checkpoint?')
         state_dict = self._fit_position_tables(state_dict, logger)
-        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        try:
+            missing, unexpected = self.load_state_dict(
+                state_dict, strict=False)
+        except RuntimeError as err:
+            mismatches = [line.strip() for line in str(err).splitlines()
+                          if 'size mismatch' in line]
+            if not mismatches:
+                raise
+            raise CheckpointError(
+                f'{path}: its Swin weights do not fit this '
+                f'{type(self).__name__} (arch={self.arch!r}); '
+                f'{len(mismatches)} tensors differ, e.g. {mismatches[0]} '
+                'Set `arch` to the checkpoint\'s architecture.') from None
         # relative_position_index buffers are rebuilt, not loaded
         missing = [k for k in missing if 'relative_position_index' not in k]
         matched = len(state_dict) - len(unexpected)
