@@ -98,3 +98,29 @@ def test_dist_tool_reruns_only_after_a_worker_signal(tmp_path):
     with pytest.raises(AssertionError, match='bad config'):
         BackgroundTool(['python', '-c', script, 'python-error']).finish()
     assert counter.read_text() == '2'
+
+
+def test_slurm_scripts_pass_arguments_whole(tmp_path):
+    """A stand-in ``srun`` records what slurm_train.sh / slurm_test.sh ask
+    for: extra arguments with spaces stay whole, a job smaller than a node
+    asks for only the GPUs it uses."""
+    srun = tmp_path / 'srun'
+    srun.write_text('#!/usr/bin/env python3\nimport json, sys\n'
+                    'print(json.dumps(sys.argv[1:]))\n')
+    srun.chmod(0o755)
+    env = dict(PATH=f'{tmp_path}:/usr/bin:/bin', GPUS='2', GPUS_PER_NODE='8')
+    option = 'model.test_cfg.crop_size=[1, 2]'
+    for script, fourth in (('tools/slurm_train.sh', 'work'),
+                           ('tools/slurm_test.sh', 'ckpt.pth')):
+        proc = check_ok(run_tool(
+            ['bash', script, 'gpu', 'job', CONFIG, fourth, '--cfg-options',
+             option], env=env))
+        argv = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert argv[-2:] == ['--cfg-options', option]
+        assert '--ntasks=2' in argv and '--ntasks-per-node=2' in argv
+        assert '--gres=gpu:2' in argv
+
+        short = run_tool(['bash', script, 'gpu', 'job'], env=env)
+        assert short.returncode == 2 and 'usage:' in short.stderr
+    short = run_tool(['bash', 'tools/dist_test.sh', CONFIG, '2'])
+    assert short.returncode == 2 and 'CHECKPOINT NUM_PROCS' in short.stderr

@@ -16,7 +16,7 @@
 4. Runs tools/demo.py on a photograph with a vocabulary given on the
    command line.
 
-    python tools/demo_lvis.py [--work-dir work_dirs/demo_lvis] [--iters 300]
+    python tools/demo_lvis.py [--work-dir work_dirs/demo_lvis] [--iters 250]
 """
 import argparse
 import json

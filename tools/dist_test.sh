@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py args...]
+if [ $# -lt 3 ]; then
+    echo "usage: $0 CONFIG CHECKPOINT NUM_PROCS [test.py args...]" >&2
+    exit 2
+fi
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3

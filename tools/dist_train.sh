@@ -2,6 +2,10 @@
 # tools/dist_train.sh CONFIG NUM_PROCS [train.py args...]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, PORT on every node.
 # Without GPUs the processes use the gloo backend on the CPU.
+if [ $# -lt 2 ]; then
+    echo "usage: $0 CONFIG NUM_PROCS [train.py args...]" >&2
+    exit 2
+fi
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
 # GPUS (total), GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS set the allocation.
+if [ $# -lt 4 ]; then
+    echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]" >&2
+    exit 2
+fi
 set -x
 PARTITION=$1
 JOB_NAME=$2
@@ -11,16 +15,18 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
-PY_ARGS=${@:5}
+TASKS_PER_NODE=$(( GPUS < GPUS_PER_NODE ? GPUS : GPUS_PER_NODE ))
+# an array: extra arguments stay whole (--cfg-options k="[1, 2]")
+PY_ARGS=("${@:5}")
 
 PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH} \
 srun -p "${PARTITION}" \
     --job-name="${JOB_NAME}" \
-    --gres=gpu:"${GPUS_PER_NODE}" \
+    --gres=gpu:"${TASKS_PER_NODE}" \
     --ntasks="${GPUS}" \
-    --ntasks-per-node="${GPUS_PER_NODE}" \
+    --ntasks-per-node="${TASKS_PER_NODE}" \
     --cpus-per-task="${CPUS_PER_TASK}" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
     "${PYTHON}" -u "$(dirname "$0")/train.py" "${CONFIG}" \
-    --work-dir="${WORK_DIR}" --launcher="slurm" ${PY_ARGS}
+    --work-dir="${WORK_DIR}" --launcher="slurm" "${PY_ARGS[@]}"

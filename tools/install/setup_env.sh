@@ -45,6 +45,9 @@ else
     say "installing torch + torchvision (requirements/torch.txt)"
     "${PIP[@]}" install -q -r "${REQ}/torch.txt" 2>&1 |
         grep -v '^WARNING: Location' || true
+    "${PY}" -c 'import torch, torchvision' || {
+        say "ERROR: torch/torchvision did not install (requirements/torch.txt)"
+        exit 1; }
 fi
 
 # ---------------------------------------------------------------- mmcv
