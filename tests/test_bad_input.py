@@ -482,3 +482,21 @@ def test_default_scope_outside_the_three_tasks():
     from icar_dense.engine.runtime import task_scope
     with pytest.raises(ValueError, match="'mmpretrain' is not one of"):
         task_scope(Config(dict(default_scope='mmpretrain')))
+
+
+@pytest.mark.parametrize('content', [b'hello world\n', b'{"a": 1}\n',
+                                     b'<html><body>404</body></html>'])
+def test_non_torch_file_as_checkpoint(tmp_path, content):
+    """A text / JSON / HTML file saved as .pth: 'not a torch file', named,
+    not the advice for pickles that could run code."""
+    from icar_dense.inmap import load_proxies
+    from icar_dense.utils.checkpoint import (CheckpointError,
+                                             load_checkpoint_file)
+    path = tmp_path / 'model.pth'
+    path.write_bytes(content)
+    for load in (load_checkpoint_file, load_proxies):
+        with pytest.raises(CheckpointError) as err:
+            load(str(path))
+        message = str(err.value)
+        assert repr(str(path)) in message and 'not a torch file' in message
+        assert 'could run code' not in message

@@ -972,7 +972,10 @@ def load_proxies(
     Raises:
         ValueError: If the file was not written by :func:`save_proxies`.
     """
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    from icar_dense.utils.checkpoint import load_checkpoint_file
+
+    # the same safe load and clear errors as every checkpoint
+    payload = load_checkpoint_file(os.fspath(path), map_location)
     if not isinstance(payload, dict) or payload.get('format') != _FILE_FORMAT:
         raise ValueError(f'{path} is not an InMaP proxies file '
                          f'(written by save_proxies)')

@@ -53,6 +53,12 @@ def load_checkpoint_file(path, map_location='cpu'):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if 'Unsupported operand' in str(err):
+            # bytes that are no pickle opcode: text, JSON, an HTML page...
+            raise CheckpointError(
+                f'cannot read checkpoint {path!r}: not a torch file '
+                '(no pickle data; a text or HTML file saved as .pth?)'
+            ) from err
         raise CheckpointError(
             f'refusing to load {path!r}: it contains objects that are not '
             f'plain tensors/containers and could run code when unpickled '
@@ -60,10 +66,11 @@ def load_checkpoint_file(path, map_location='cpu'):
             'its tensors once with `python tools/resave_trusted_checkpoint.py '
             f'{path} OUT.pth` (that script unpickles it fully) and use '
             'OUT.pth.') from err
-    except (RuntimeError, EOFError) as err:
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as err:
+        # what the unpickler raises on bytes that are not a pickle
         raise CheckpointError(
             f'cannot read checkpoint {path!r} (truncated or not a torch '
-            f'file?): {err}') from err
+            f'file?): {type(err).__name__}: {err}') from err
 
 
 def save_checkpoint_file(obj, path):
