@@ -34,6 +34,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _common import machine_info  # noqa: E402
+
 REFERENCE_ITERS = 2000
 
 
@@ -211,8 +214,10 @@ def main(argv=None):
                 torch=torch.__version__,
                 quick=args.quick,
                 reference_iters=REFERENCE_ITERS,
-                results=results),
-            indent=2))
+                results=results,
+                machine=machine_info(
+                    'cuda' if any(d.type == 'cuda' for d in devices)
+                    else 'cpu'))))
 
 
 if __name__ == '__main__':

@@ -193,7 +193,8 @@ def main(argv=None):
     }
     times = C.interleaved(variants, args.repeats, args.warmup, args.device)
     if args.mmdet_nms_repeats:
-        # secondary figure: fewer runs (it is 2x slower and far from 1)
+        # secondary figure: fewer runs (mmdet NMS is the slow part, and the
+        # ratio is far from 1)
         times.update(
             C.interleaved({'linear_mmdet_nms': predict(linear, False)},
                           args.mmdet_nms_repeats, 0, args.device))

@@ -18,12 +18,14 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os.path as osp  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _common import machine_info  # noqa: E402,I100
 from mmengine.logging import MMLogger  # noqa: E402
 
 import icar_dense  # noqa: E402,F401  (registers the modules)
@@ -33,7 +35,7 @@ from icar_dense.models.text.cache import state_dict_fingerprint  # noqa: E402
 SPECIAL_TOKENS = ['<s>', '<pad>', '</s>', '<unk>', '<mask>']
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--classes', type=int, default=1203)
     parser.add_argument('--templates', type=int, default=80)
@@ -48,7 +50,7 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help='folder for the tokenizer and the cache (default: a temporary '
         'folder, removed afterwards)')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def class_names(num: int):
@@ -77,8 +79,8 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv=None) -> None:
+    args = parse_args(argv)
     if args.quick:
         args.classes = min(args.classes, 24)
         args.templates = min(args.templates, 4)
@@ -169,9 +171,8 @@ def main() -> None:
                 speedup_disk_vs_encode=round(encode_s / disk_s, 1),
                 cache_file_bytes=cache_bytes,
                 torch=torch.__version__,
-                machine=platform.machine(),
-                quick=args.quick),
-            indent=1))
+                machine=machine_info(args.device),
+                quick=args.quick)))
     if work is not None:
         work.cleanup()
 

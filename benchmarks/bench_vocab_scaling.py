@@ -55,9 +55,9 @@ def parse_args(argv=None):
         '--dense-large',
         action='store_true',
         help='also time (and, with memory, measure) mmdet\'s dense '
-        'post-processing at the large vocabulary: ~25 s per image on a '
-        '2-core CPU.  (mmseg\'s dense path at 21,841 classes '
-        'needs ~23 GB for the 512 x 512 logits and is never run.)')
+        'post-processing at the large vocabulary: 25.6 s per image, '
+        'measured once on a 2-core CPU.  (mmseg\'s dense path at 21,841 '
+        'classes needs ~23 GB for the 512 x 512 logits and is never run.)')
     parser.add_argument('--worker', action='store_true', help='internal')
     parser.add_argument('--task', default='det', help='internal (worker)')
     parser.add_argument('--classes', type=int, default=0,

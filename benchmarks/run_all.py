@@ -19,7 +19,7 @@ this script collects it, prints a summary table and writes everything to
 5. Training step (``bench_train_step.py``): our LVIS OV config vs mmdet's
    stock Swin-T Mask R-CNN at 512 x 512, batch 1.
 
-On a 2-core CPU the whole run takes about 8 minutes.
+On a 2-core CPU the whole run took 483 s (measured once).
 
     python benchmarks/run_all.py                 # what `make bench` runs
     python benchmarks/run_all.py --quick         # smoke run (~1 minute)

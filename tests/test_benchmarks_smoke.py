@@ -8,7 +8,7 @@ No timing is asserted here: timings are what the benchmarks report.
 import copy
 import io
 import json
-import os
+import math
 import os.path as osp
 import sys
 from contextlib import redirect_stdout
@@ -213,6 +213,7 @@ def test_dense_argmax_equals_brute_force(num_classes, use_bf16, k):
     assert (pred == ref).float().mean() > 0.999
     if k == 1:
         assert stats['fallback_pixels'] > 0
+        assert stats['screen_dtype'] == 'float32' and stats['screen_k'] == 1
 
 
 def test_screen_candidates_bf16_bound_holds():
@@ -291,7 +292,9 @@ def test_segmentor_large_vocab_equals_dense(tiny_segmentor, case):
         stats = _seg_case(
             tiny_segmentor, 'slide', (96, 112), meta, 3000,
             bf16_min_classes=1000)
-        assert stats['screen_s'] >= 0
+        assert stats['screen_dtype'] == 'bfloat16'
+        assert stats['screen_k'] == tiny_segmentor.LARGE_VOCAB_DEFAULTS[
+            'bf16_topk']
     else:
         stats = _seg_case(tiny_segmentor, 'slide', (96, 112), meta, 300,
                           topk=1)
@@ -337,28 +340,44 @@ def _run_main(module_name, argv):
     figures = C.parse_json_lines(buf.getvalue())
     assert figures, buf.getvalue()[-2000:]
     for fig in figures:
-        json.dumps(fig)  # serialisable
+        assert fig['machine']['cpu'] and fig['machine']['torch']
     return figures
+
+
+def _check_ratio(fig, base, ours, repeats):
+    """``repeats`` timed runs per variant; with one run each, the ratio
+    (the median of the paired ratios) is ours / base of those runs."""
+    assert set(fig['median_s']) == {base, ours}
+    for variant in (base, ours):
+        assert len(fig['runs_s'][variant]) == repeats
+        assert fig['median_s'][variant] > 0
+    assert fig['ratio'] == fig['ratio_median_of_pairs']
+    if repeats == 1:
+        expected = fig['median_s'][ours] / fig['median_s'][base]
+        assert fig['ratio'] == pytest.approx(expected, rel=0.01, abs=1e-3)
 
 
 def test_bench_vocab_scaling_quick():
     figs = _run_main('bench_vocab_scaling', ['--quick', '--repeats', '1'])
     assert [f['task'] for f in figs] == ['det', 'seg']
     for fig in figs:
-        assert fig['ratio'] > 0 and fig['machine']['cpu']
         assert fig['classes'] == [1203, 21841]
+        _check_ratio(fig, '1203', '21841', repeats=1)
 
 
 def test_bench_ov_overhead_quick():
     figs = _run_main('bench_ov_overhead', ['--quick', '--repeats', '1'])
     assert figs[0]['figure'] == 'ov_head_overhead'
-    assert figs[0]['ratio'] > 0
+    _check_ratio(figs[0], 'linear', 'text', repeats=1)
+    assert figs[0]['meets_goal'] == (figs[0]['ratio'] <= 1.03)
 
 
 def test_bench_train_step_quick():
     figs = _run_main('bench_train_step', ['--quick', '--repeats', '1'])
     assert figs[0]['figure'] == 'training_step'
-    assert figs[0]['ratio'] > 0
+    _check_ratio(figs[0], 'stock', 'ours', repeats=1)
+    for losses in figs[0]['last_losses'].values():
+        assert all(math.isfinite(v) for v in losses.values())
 
 
 def test_bench_inmap_quick():
@@ -382,4 +401,19 @@ def test_run_all_quick_subset(tmp_path):
     data = json.load(open(out))
     assert data['figures'][0]['figure'] == 'inmap'
     assert 'InMaP' in proc.stdout
-    assert os.path.isfile(out)
+
+
+def test_run_all_text_cache_quick(tmp_path):
+    """bench_text_cache.py through run_all: one JSON document with the
+    machine, read back into the text-cache figure and its extrapolation."""
+    out = str(tmp_path / 'results.json')
+    check_ok(run_tool([
+        sys.executable, osp.join(REPO, 'benchmarks', 'run_all.py'), '--quick',
+        '--only', 'text_cache', '--json', out], env=dict(OMP_NUM_THREADS='1')))
+    fig = json.load(open(out))['figures'][0]
+    assert fig['figure'] == 'text_cache'
+    details = fig['details']
+    assert details['prompts'] == details['classes'] * details['templates']
+    assert details['encode_s'] > 0 and details['disk_cache_load_s'] > 0
+    assert details['machine']['cpu']
+    assert details['extrapolated']['prompts'] == 1203 * 80

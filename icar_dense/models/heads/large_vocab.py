@@ -341,8 +341,9 @@ def dense_argmax(embeds: Tensor,
         k (int): Screening candidates per position.
         use_bf16 (bool): Screen in bfloat16 (large vocabularies).
         tile (int): Output tile size.
-        stats (dict, optional): Filled with ``screen_s``, ``tiles_s``,
-            ``fallback_pixels`` and ``mean_tile_candidates``.
+        stats (dict, optional): Filled with ``screen_s``, ``screen_dtype``,
+            ``screen_k``, ``tiles_s``, ``fallback_pixels`` and
+            ``mean_tile_candidates``.
 
     Returns:
         Tensor: ``(Ho, Wo)`` long class indices.
@@ -404,6 +405,8 @@ def dense_argmax(embeds: Tensor,
     if stats is not None:
         stats.update(
             screen_s=t1 - t0,
+            screen_dtype='bfloat16' if use_bf16 else 'float32',
+            screen_k=k,
             tiles_s=time.perf_counter() - t1,
             fallback_pixels=fallback,
             mean_tile_candidates=cand_total / max(num_tiles, 1))
