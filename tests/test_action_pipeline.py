@@ -478,6 +478,19 @@ def test_zeroshot_dataset_errors(action_data):
     assert ucf.vocabulary.descriptions[1] == ['riding a bicycle']
 
 
+def test_zeroshot_dataset_malformed_list_lines(action_data, tmp_path):
+    from icar_dense.datasets import ZeroShotVideoDataset
+    for line, message in (('v2.mp4 x', 'must be "VIDEO_PATH LABEL"'),
+                          ('v2.mp4', 'has no label'),
+                          ('my video.mp4 1', 'must be "VIDEO_PATH LABEL"')):
+        ann = tmp_path / 'bad_list.txt'
+        ann.write_text(f'v1.mp4 0\n{line}\n')
+        with pytest.raises(ValueError, match=message) as err:
+            ZeroShotVideoDataset(
+                str(ann), [], label_names=action_data['ucf_names'])
+        assert str(ann) in str(err.value)
+
+
 def test_demo_prints_top5(action_data, tmp_path):
     """tools/demo.py VIDEO CONFIG CKPT --vocabulary ... --out-file X.json"""
     from conftest import check_ok, run_tool

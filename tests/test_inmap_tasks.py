@@ -190,12 +190,17 @@ def test_sample_pixels_uniform_and_stratified():
     (dict(feature_dtype='int8'), 'feature_dtype'),
     (dict(text_pass=False), 'needs load_proxies'),
     (dict(load_proxies='/no/such/proxies.pth'), 'not found'),
+    (dict(lr=0), 'InMaPTestLoop: lr must be'),
+    (dict(chunk_size=0), 'InMaPTestLoop: chunk_size must be'),
+    (dict(nms_iou='0.5'), 'InMaPTestLoop: nms_iou must be a number'),
+    (dict(score_thr=-0.1), 'score_thr must be a number in'),
 ])
 def test_loop_checks_options_before_building(options, error):
     from types import SimpleNamespace
     runner = SimpleNamespace(
         cfg=Config(dict(default_scope='mmseg')), work_dir='.')
-    with pytest.raises((ValueError, FileNotFoundError), match=error):
+    with pytest.raises((ValueError, TypeError, FileNotFoundError),
+                       match=error):
         InMaPTestLoop(runner, dataloader=None, evaluator=None, **options)
     with pytest.raises(ValueError, match='cannot tell the task'):
         InMaPTestLoop(

@@ -90,11 +90,21 @@ class ZeroShotVideoDataset(VideoDataset):
                               classes, str) else full.source)
 
     def load_data_list(self) -> List[dict]:
-        data_list = super().load_data_list()
+        try:
+            data_list = super().load_data_list()
+        except ValueError as err:
+            # mmaction splits each line on whitespace and int()s the label
+            raise ValueError(
+                f'{self.ann_file}: every line must be "VIDEO_PATH LABEL" '
+                f'(an integer label, no spaces in the path): {err}') from err
         num_labels = len(self.full_vocabulary)
         kept = []
         for item in data_list:
             label = item['label']
+            if label == -1:
+                # mmaction's placeholder for a line without a label
+                raise ValueError(f'{self.ann_file}: video {item["filename"]} '
+                                 'has no label (expected "VIDEO_PATH LABEL")')
             if not 0 <= label < num_labels:
                 raise ValueError(
                     f'{self.ann_file}: video {item["filename"]} has label '

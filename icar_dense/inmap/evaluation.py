@@ -80,8 +80,9 @@ from mmengine.registry import LOOPS, DefaultScope
 from mmengine.runner import TestLoop
 from mmengine.runner.amp import autocast
 
-from .core import (_check_hparams, _check_variants, learn_vision_proxies,
-                   load_proxies, predict_with_proxies, save_proxies)
+from .core import (_check_hparams, _check_positive, _check_variants,
+                   _resolve_chunk_size, learn_vision_proxies, load_proxies,
+                   predict_with_proxies, save_proxies)
 
 try:  # private in mmengine 0.10.x: splits a trailing loss element off
     from mmengine.runner.loops import _update_losses
@@ -471,8 +472,21 @@ class InMaPTestLoop(TestLoop):
                                  'gamma > 0 both set the marginal; use one')
         elif col_marginal is not None:
             col_marginal = [float(v) for v in col_marginal]
-        _check_hparams(tau_t, tau_i, alpha, gamma, sinkhorn_iters,
-                       None if isinstance(col_marginal, str) else col_marginal)
+        try:
+            _check_hparams(
+                tau_t, tau_i, alpha, gamma, sinkhorn_iters,
+                None if isinstance(col_marginal, str) else col_marginal)
+            # learning only starts after a whole test pass: check now
+            _check_positive('lr', lr)
+            _resolve_chunk_size(chunk_size, 1, 1)
+            if nms_iou is not None:
+                _check_positive('nms_iou', nms_iou)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f'{name}: {err}') from None
+        if isinstance(score_thr, bool) or not isinstance(
+                score_thr, (int, float)) or not 0 <= score_thr < 1:
+            raise ValueError(f'{name}: score_thr must be a number in [0, 1), '
+                             f'got {score_thr!r}')
         self.hparams = dict(
             tau_t=tau_t,
             tau_i=tau_i,
