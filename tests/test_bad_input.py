@@ -500,3 +500,18 @@ def test_non_torch_file_as_checkpoint(tmp_path, content):
         message = str(err.value)
         assert repr(str(path)) in message and 'not a torch file' in message
         assert 'could run code' not in message
+
+
+def test_misspelt_architecture_fields(tmp_path):
+    """A misspelt RoBERTa config field or a Video Swin arch dict without
+    depths: a KeyError naming them, not a silently different model."""
+    from helpers_text import (build_tokenizer_dir, tiny_roberta_config,
+                              tokenizer_size)
+    from icar_dense.models.backbones import ICARSwinTransformer3D
+    from icar_dense.models.text import RobertaTextEncoder
+    tok = build_tokenizer_dir(str(tmp_path / 'tok'))
+    config = dict(tiny_roberta_config(tokenizer_size(tok)), hidden_sise=64)
+    with pytest.raises(KeyError, match="'hidden_sise'"):
+        RobertaTextEncoder(config=config, tokenizer=tok, embed_dim=8)
+    with pytest.raises(KeyError, match=r"lacks \['depths', 'num_heads'\]"):
+        ICARSwinTransformer3D(arch=dict(embed_dims=16))

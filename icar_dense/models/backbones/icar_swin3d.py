@@ -233,6 +233,11 @@ class ICARSwinTransformer3D(SwinTransformer3D):
         else:
             arch = dict(arch)
         arch.update(explicit)
+        missing = [k for k in ('embed_dims', 'depths', 'num_heads')
+                   if k not in arch]
+        if missing:
+            raise KeyError(f'{type(self).__name__}: arch {arch} lacks '
+                           f'{missing}')
         arch['depths'] = list(arch['depths'])
         arch['num_heads'] = list(arch['num_heads'])
         kwargs['window_size'] = tuple(kwargs.get('window_size', (8, 7, 7)))

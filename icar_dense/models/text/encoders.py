@@ -231,11 +231,16 @@ class RobertaTextEncoder(BaseTextEncoder):
                 f'{max_length}.')
         self.max_length = max_length
         self.lower_case = lower_case
-        self.tokenizer_name = tokenizer
         self.tokenizer = load_roberta_tokenizer(tokenizer)
         if model is not None:
             self.backbone = _load_roberta_model(model)
         else:
+            # RobertaConfig keeps unknown keys as attributes: a misspelt
+            # field would silently build the default-size model
+            unknown = sorted(set(config) - set(RobertaConfig().to_dict()))
+            if unknown:
+                raise KeyError(f'RobertaTextEncoder: config keys {unknown} '
+                               'are not RobertaConfig fields')
             self.backbone = RobertaModel(
                 RobertaConfig(**config), add_pooling_layer=False)
         cfg = self.backbone.config
