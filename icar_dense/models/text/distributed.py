@@ -15,23 +15,10 @@ import warnings
 from typing import Callable, List, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
+from mmengine.dist import all_gather, all_reduce, get_dist_info
+from mmengine.dist.utils import get_comm_device
 
 __all__ = ['get_dist_info', 'shard_range', 'all_ranks_true', 'encode_sharded']
-
-
-def get_dist_info() -> Tuple[int, int]:
-    """(rank, world_size) of the default group; (0, 1) when there is none."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _comm_device() -> torch.device:
-    # NCCL only moves CUDA tensors; gloo is happiest with CPU ones.
-    if dist.get_backend() == 'nccl':
-        return torch.device('cuda', torch.cuda.current_device())
-    return torch.device('cpu')
 
 
 def shard_range(num: int, rank: int, world_size: int) -> Tuple[int, int]:
@@ -47,22 +34,22 @@ def shard_range(num: int, rank: int, world_size: int) -> Tuple[int, int]:
 
 def all_ranks_true(flag: bool) -> bool:
     """Whether ``flag`` holds on every rank (logical AND over the group)."""
-    _, world_size = get_dist_info()
-    if world_size == 1:
+    if get_dist_info()[1] == 1:
         return flag
-    value = torch.tensor([int(flag)], device=_comm_device())
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    value = torch.tensor([int(flag)], device=get_comm_device())
+    all_reduce(value, op='min')
     return bool(value.item())
 
 
 def _gather_with_grad(local: torch.Tensor) -> List[torch.Tensor]:
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed.nn.functional import \
+        all_gather as differentiable_all_gather
     with warnings.catch_warnings():
         # torch points to its private _functional_collectives instead; the
         # public function is kept because its backward also runs on gloo
         # (alltoall), which CPU multi-process training relies on.
         warnings.simplefilter('ignore', FutureWarning)
-        return list(all_gather(local))
+        return list(differentiable_all_gather(local))
 
 
 def encode_sharded(encode: Callable[[List[str]], torch.Tensor],
@@ -75,7 +62,9 @@ def encode_sharded(encode: Callable[[List[str]], torch.Tensor],
     Args:
         encode (Callable[[list[str]], Tensor]): Maps texts to (N, D)
             embeddings.
-        texts (Sequence[str]): All texts, identical on every rank.
+        texts (Sequence[str]): All texts, as many on every rank; each rank
+            encodes its own shard of its own list (in training the texts
+            are per-rank random template draws, which is fine).
         embed_dim (int): D, needed to build an empty shard.
         device (torch.device): Device of the result.
         differentiable (bool): Gather with autograd so gradients flow back to
@@ -98,10 +87,8 @@ def encode_sharded(encode: Callable[[List[str]], torch.Tensor],
         # all_gather needs equal shapes: pad the short last shards
         pad = local.new_zeros(per_rank - local.shape[0], embed_dim)
         local = torch.cat([local, pad])
-    comm_local = local.to(_comm_device())
     if differentiable:
-        shards = _gather_with_grad(comm_local)
+        shards = _gather_with_grad(local.to(get_comm_device()))
     else:
-        shards = [torch.empty_like(comm_local) for _ in range(world_size)]
-        dist.all_gather(shards, comm_local.detach().contiguous())
-    return torch.cat(shards)[:len(texts)].to(device)
+        shards = all_gather(local.detach().contiguous())
+    return torch.cat([s.to(device) for s in shards])[:len(texts)]
