@@ -32,6 +32,7 @@ of the detector: ~4 s).
 from typing import List, Optional, Sequence, Union
 
 import torch
+import torch.nn as nn
 from mmdet.models.roi_heads.bbox_heads import Shared4Conv1FCBBoxHead
 from mmdet.registry import MODELS
 from mmengine.structures import InstanceData
@@ -97,9 +98,9 @@ class OVShared4Conv1FCBBoxHead(Shared4Conv1FCBBoxHead):
                 f'{name}: {type(self.loss_cls).__name__}(use_sigmoid=True) is '
                 'not supported by the box head; for sigmoid cross-entropy use '
                 "loss_cls=dict(type='SigmoidFederatedLoss', federated=False)")
-        cls_channels = self.fc_cls.out_features
-        # the text classifier replaces the linear classifier
-        del self.fc_cls
+        # the text classifier replaces the linear classifier (the fc_cls
+        # property below serves it to mmdet's forward)
+        cls_channels = self._modules.pop('fc_cls').out_features
         if init_cfg is None:
             self.init_cfg = [
                 c for c in self.init_cfg if not _is_fc_cls_init(c)
@@ -195,37 +196,16 @@ class OVShared4Conv1FCBBoxHead(Shared4Conv1FCBBoxHead):
     # ------------------------------------------------------------------
     # forward / loss
     # ------------------------------------------------------------------
+    @property
+    def fc_cls(self) -> nn.Module:
+        """What mmdet's ``ConvFCBBoxHead.forward`` calls for the class
+        scores: the text classifier."""
+        return self.text_classifier
+
     def forward(self, x: Tensor) -> tuple:
-        """``ConvFCBBoxHead.forward`` with the text classifier as fc_cls."""
+        """``ConvFCBBoxHead.forward``, the text classifier as ``fc_cls``."""
         self._check_vocabulary_size()
-        for conv in self.shared_convs:
-            x = conv(x)
-        if self.num_shared_fcs > 0:
-            if self.with_avg_pool:
-                x = self.avg_pool(x)
-            x = x.flatten(1)
-            for fc in self.shared_fcs:
-                x = self.relu(fc(x))
-        x_cls, x_reg = x, x
-        for conv in self.cls_convs:
-            x_cls = conv(x_cls)
-        if x_cls.dim() > 2:
-            if self.with_avg_pool:
-                x_cls = self.avg_pool(x_cls)
-            x_cls = x_cls.flatten(1)
-        for fc in self.cls_fcs:
-            x_cls = self.relu(fc(x_cls))
-        for conv in self.reg_convs:
-            x_reg = conv(x_reg)
-        if x_reg.dim() > 2:
-            if self.with_avg_pool:
-                x_reg = self.avg_pool(x_reg)
-            x_reg = x_reg.flatten(1)
-        for fc in self.reg_fcs:
-            x_reg = self.relu(fc(x_reg))
-        cls_score = self.text_classifier(x_cls) if self.with_cls else None
-        bbox_pred = self.fc_reg(x_reg) if self.with_reg else None
-        return cls_score, bbox_pred
+        return super().forward(x)
 
     def loss(self, cls_score: Tensor, bbox_pred: Tensor, rois: Tensor,
              labels: Tensor, label_weights: Tensor, bbox_targets: Tensor,
