@@ -124,3 +124,13 @@ def test_slurm_scripts_pass_arguments_whole(tmp_path):
         assert short.returncode == 2 and 'usage:' in short.stderr
     short = run_tool(['bash', 'tools/dist_test.sh', CONFIG, '2'])
     assert short.returncode == 2 and 'CHECKPOINT NUM_PROCS' in short.stderr
+
+
+def test_test_tool_checks_the_checkpoint_before_building(tmp_path):
+    missing = str(tmp_path / 'no_such.pth')
+    proc = run_tool(['python', 'tools/test.py', CONFIG, missing,
+                     '--work-dir', str(tmp_path / 'work')])
+    assert proc.returncode != 0
+    assert f'checkpoint file not found: {missing!r}' in proc.stderr
+    # it stopped before mmengine built the model
+    assert 'Hooks will be executed' not in proc.stdout + proc.stderr

@@ -73,6 +73,10 @@ def main():
     enable_inmap(cfg, force=args.inmap)
     adapt_to_machine(cfg)
     dry_run_exit(cfg, 'test')
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        # before the model and the dataset are built (minutes on LVIS)
+        raise FileNotFoundError(
+            f'checkpoint file not found: {args.checkpoint!r}')
 
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))
