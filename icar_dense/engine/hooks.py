@@ -6,10 +6,11 @@ from mmengine.dist import master_only
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from .safety import atomic_write
+
 
 def write_json_atomic(obj, path):
     """Write JSON so that ``path`` is the old or the complete new file."""
-    from .safety import atomic_write
     atomic_write(json.dumps(obj, indent=2, default=_to_builtin), path)
 
 
@@ -43,7 +44,7 @@ class SaveMetricsHook(Hook):
             with open(path) as f:
                 history = [line for line in f.read().splitlines() if line]
         history.append(json.dumps(record, default=_to_builtin))
-        _write_text_atomic('\n'.join(history) + '\n', path)
+        atomic_write('\n'.join(history) + '\n', path)
 
     @master_only
     def after_test_epoch(self, runner, metrics=None):
@@ -52,8 +53,3 @@ class SaveMetricsHook(Hook):
         write_json_atomic(
             dict(checkpoint=runner.cfg.get('load_from'), metrics=metrics),
             osp.join(runner.work_dir, 'metrics_test.json'))
-
-
-def _write_text_atomic(text, path):
-    from .safety import atomic_write
-    atomic_write(text, path)
