@@ -134,3 +134,9 @@ def test_init_cfg_errors_name_the_file_and_the_fix(tmp_path):
                                   init_cfg=dict(type='Pretrained'))
     with pytest.raises(KeyError, match="no 'checkpoint'"):
         no_path.init_weights()
+
+
+def test_arch_spellings_match_the_video_backbone():
+    for arch in ('t', 'T', 'Tiny'):
+        model = ICARSwinTransformer(arch=arch)
+        assert model.arch == 'tiny' and model.out_channels[0] == 96

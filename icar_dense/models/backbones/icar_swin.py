@@ -5,6 +5,8 @@ through the shared registration): architecture presets, and ``init_weights``
 that reads official iCAR checkpoints, original Swin checkpoints and OpenMMLab
 ones, all through the safe loader.
 """
+import logging
+
 import torch.nn.functional as F
 from mmdet.models.backbones.swin import SwinTransformer
 from mmengine.logging import MMLogger, print_log
@@ -25,6 +27,7 @@ SWIN_ARCHS = {
     'large': dict(embed_dims=192, depths=(2, 2, 18, 2),
                   num_heads=(6, 12, 24, 48)),
 }
+_ARCH_ALIASES = dict(t='tiny', s='small', b='base', l='large')
 
 
 @register_shared_model()
@@ -43,6 +46,8 @@ class ICARSwinTransformer(SwinTransformer):
 
     def __init__(self, arch='base', init_cfg=None, **kwargs):
         if arch is not None:
+            # the spellings the 3D backbone (mmaction's arch_zoo) accepts
+            arch = _ARCH_ALIASES.get(arch.lower(), arch.lower())
             if arch not in SWIN_ARCHS:
                 raise KeyError(f'ICARSwinTransformer: unknown arch {arch!r}; '
                                f'choose from {sorted(SWIN_ARCHS)}')
@@ -123,7 +128,7 @@ class ICARSwinTransformer(SwinTransformer):
             if heads != new_heads:
                 print_log(f'{key}: {heads} heads in the checkpoint, '
                           f'{new_heads} in the model: not loaded',
-                          logger=logger, level=30)
+                          logger=logger, level=logging.WARNING)
                 state_dict.pop(key)
             elif length != new_length:
                 side, new_side = int(length**0.5), int(new_length**0.5)

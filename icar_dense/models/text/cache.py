@@ -21,7 +21,7 @@ from icar_dense.utils.checkpoint import (load_checkpoint_file,
                                          save_checkpoint_file)
 
 __all__ = [
-    'tensor_fingerprint', 'state_dict_fingerprint', 'file_fingerprint',
+    'state_dict_fingerprint', 'file_fingerprint',
     'json_fingerprint', 'EmbeddingDiskCache'
 ]
 
@@ -33,13 +33,6 @@ def _update_with_tensor(h: 'hashlib._Hash', tensor: torch.Tensor) -> None:
     # has no numpy equivalent) and avoids a copy for CPU tensors.
     data = tensor.cpu().contiguous().reshape(-1).view(torch.uint8)
     h.update(memoryview(data.numpy()))
-
-
-def tensor_fingerprint(tensor: torch.Tensor) -> str:
-    """sha256 of a tensor's shape, dtype and values."""
-    h = hashlib.sha256()
-    _update_with_tensor(h, tensor)
-    return h.hexdigest()
 
 
 def state_dict_fingerprint(

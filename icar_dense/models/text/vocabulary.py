@@ -197,7 +197,8 @@ def _as_descriptions(value: Any, where: str) -> List[str]:
 
 
 def _parse_category_list(items: List[Any], path: str, key: str) -> Vocabulary:
-    """LVIS / COCO style ``[{"id", "name", "def", "synonyms"}, ...]``."""
+    """LVIS / COCO style ``[{"id", "name", "def", "synonyms"}, ...]``
+    (``synonyms`` is accepted and not used: prompts name the class)."""
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise ValueError(f'{path}: {key}[{i}] must be an object with a '
