@@ -91,8 +91,19 @@ def test_metric_rejects_unknown_or_empty_unseen_classes():
     with pytest.raises(ValueError, match='non-empty list'):
         SeenUnseenIoUMetric(unseen_classes=[])
     metric = SeenUnseenIoUMetric(unseen_classes=['zebra'])
+    # refused when the runner hands over the classes, before inference
     with pytest.raises(ValueError, match=r"\['zebra'\] are not among"):
-        _evaluate(metric, [([[0]], [[0]])], ('a', 'b'))
+        metric.dataset_meta = dict(classes=('a', 'b'))
+
+
+def test_metric_group_means_follow_nan_to_num():
+    """With nan_to_num, a class absent from prediction and ground truth
+    counts as that value in mIoU_seen / mIoU_unseen, as in mIoU."""
+    # 'c' is never present: IoU NaN -> 0 with nan_to_num=0
+    metric = SeenUnseenIoUMetric(unseen_classes=['b', 'c'], nan_to_num=0)
+    res = _evaluate(metric, [([[0, 1]], [[0, 1]])], ('a', 'b', 'c'))
+    assert res['mIoU_unseen'] == 50.0 and res['mIoU'] == pytest.approx(
+        200 / 3, abs=0.01)
 
 
 def test_seen_dataset_ignores_unseen_pixels(tiny_ade_root):
@@ -101,7 +112,7 @@ def test_seen_dataset_ignores_unseen_pixels(tiny_ade_root):
         metainfo=dict(classes=CLASSES),
         data_prefix=dict(
             img_path='images/training', seg_map_path='annotations/training'),
-        pipeline=[dict(type='LoadAnnotations', reduce_zero_label=True)])
+        pipeline=[dict(type='mmseg.LoadAnnotations', reduce_zero_label=True)])
     from mmseg.datasets import ADE20KDataset
     plain = ADE20KDataset(**common)
     seen = ADE20KSeenDataset(unseen_classes=['sky', 'tree'], **common)
@@ -127,7 +138,7 @@ def test_seen_dataset_on_all_150_classes(tiny_ade_root):
         data_root=tiny_ade_root,
         data_prefix=dict(
             img_path='images/training', seg_map_path='annotations/training'),
-        pipeline=[dict(type='LoadAnnotations', reduce_zero_label=True)])
+        pipeline=[dict(type='mmseg.LoadAnnotations', reduce_zero_label=True)])
     assert ds.label_map == {1: 255}
     assert len(ds.metainfo['classes']) == 150
     gt = ds[0]['gt_seg_map']

@@ -1,4 +1,5 @@
 """Seen / unseen / harmonic mIoU of the open-vocabulary segmentation split."""
+import copy
 from collections import OrderedDict
 from typing import Dict, Sequence
 
@@ -42,6 +43,19 @@ class SeenUnseenIoUMetric(IoUMetric):
                 f'list of class names, got {unseen_classes!r}')
         self.unseen_classes = list(unseen_classes)
 
+    @property
+    def dataset_meta(self):
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, meta) -> None:
+        # checked when the runner hands over the dataset's classes, so a
+        # misspelt unseen class fails before inference, not after it
+        if meta is not None and meta.get('classes') is not None:
+            resolve_class_names(self.unseen_classes, meta['classes'],
+                                type(self).__name__)
+        self._dataset_meta = copy.deepcopy(meta)
+
     def compute_metrics(self, results: list) -> Dict[str, float]:
         metrics = super().compute_metrics(results)
         if self.format_only:
@@ -49,11 +63,15 @@ class SeenUnseenIoUMetric(IoUMetric):
         classes = self.dataset_meta['classes']
         unseen = resolve_class_names(self.unseen_classes, classes,
                                      type(self).__name__)
-        seen = [i for i in range(len(classes)) if i not in set(unseen)]
+        unseen_set = set(unseen)
+        seen = [i for i in range(len(classes)) if i not in unseen_set]
         if not seen:
             raise ValueError(f'{type(self).__name__}: every one of the '
                              f'{len(classes)} classes is unseen')
         iou = self.class_iou(results)
+        if self.nan_to_num is not None:
+            # as IoUMetric does for its per-class numbers
+            iou = np.nan_to_num(iou, nan=self.nan_to_num)
         groups = OrderedDict(
             mIoU_seen=float(np.nanmean(iou[seen])) if not np.isnan(
                 iou[seen]).all() else float('nan'),
