@@ -21,6 +21,20 @@ def repo_root():
 
 
 @pytest.fixture(scope='session')
+def tok_dir(tmp_path_factory):
+    """A small RoBERTa BPE tokenizer folder (vocab.json + merges.txt)."""
+    from helpers_text import build_tokenizer_dir
+    return build_tokenizer_dir(str(tmp_path_factory.mktemp('tokenizer')))
+
+
+def write_lines(path, lines):
+    """Write ``lines`` as a text file; return its path as a string."""
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+    return str(path)
+
+
+@pytest.fixture(scope='session')
 def tiny_ade_root(tmp_path_factory):
     from data_factory import make_ade20k
     return make_ade20k(str(tmp_path_factory.mktemp('tiny_ade')))

@@ -207,12 +207,6 @@ def test_checkpoint_errors(image_model, tmp_path):
 # ----------------------------------------------------------------------------
 # the language head
 # ----------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def tok_dir(tmp_path_factory):
-    from helpers_text import build_tokenizer_dir
-    return build_tokenizer_dir(str(tmp_path_factory.mktemp('tok')))
-
-
 def _head(tok_dir, vocabulary=('cat', 'dog', 'traffic light'), **kwargs):
     from helpers_text import tiny_roberta_encoder_cfg
     from mmaction.registry import MODELS

@@ -27,7 +27,7 @@ from helpers_text import (build_tokenizer_dir, tiny_roberta_config,
                           tokenizer_size)
 from icar_layout import icar_checkpoint
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO, write_lines  # noqa: E402
 CONFIG_DIR = osp.join(REPO, 'configs', 'action')
 
 VIDEO_SIZE = (64, 48)  # decord needs widths that are multiples of 32
@@ -71,12 +71,6 @@ def _write_video(path, photo, fourcc):
     return np.stack(frames)  # BGR, as written
 
 
-def _write_lines(path, lines):
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    return path
-
-
 # one torch thread: tests/conftest.py
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -94,32 +88,32 @@ def action_data(tmp_path_factory):
         videos.append(name)
     data = dict(root=root, video_dir=video_dir, videos=videos, frames=frames)
     # Kinetics-400 lists: path label (labels index the 400 K400 names)
-    data['k400_train'] = _write_lines(
+    data['k400_train'] = write_lines(
         osp.join(root, 'kinetics400_train_list_videos.txt'),
         [f'{v} {K400_LABELS[i]}' for i, v in enumerate(videos[:4])])
-    data['k400_val'] = _write_lines(
+    data['k400_val'] = write_lines(
         osp.join(root, 'kinetics400_val_list_videos.txt'),
         [f'{v} {K400_LABELS[4 + i]}' for i, v in enumerate(videos[4:6])])
     # UCF101 / HMDB51 style: a class-name file and one list per split
     for key, names in (('ucf', UCF_NAMES), ('hmdb', HMDB_NAMES)):
-        data[f'{key}_names'] = _write_lines(
+        data[f'{key}_names'] = write_lines(
             osp.join(root, f'{key}_classnames.txt'), names)
         data[f'{key}_splits'] = [
-            _write_lines(
+            write_lines(
                 osp.join(root, f'{key}_val_split_1_videos.txt'),
                 [f'{v} {i}' for i, v in enumerate(videos[:4])]),
-            _write_lines(
+            write_lines(
                 osp.join(root, f'{key}_val_split_2_videos.txt'),
                 [f'{v} {3 - i}' for i, v in enumerate(videos[4:])]),
         ]
     # Kinetics-600 style: one list over 6 classes, class subsets per split
-    data['k600_names'] = _write_lines(
+    data['k600_names'] = write_lines(
         osp.join(root, 'k600_classnames.txt'), K600_NAMES)
-    data['k600_list'] = _write_lines(
+    data['k600_list'] = write_lines(
         osp.join(root, 'k600_val_list_videos.txt'),
         [f'{v} {i % 6}' for i, v in enumerate(videos)])
     data['k600_splits'] = [
-        _write_lines(osp.join(root, f'k600_novel_split{i + 1}.txt'), names)
+        write_lines(osp.join(root, f'k600_novel_split{i + 1}.txt'), names)
         for i, names in enumerate(K600_SPLITS)
     ]
     # a real byte-level BPE tokenizer and a tiny RoBERTa

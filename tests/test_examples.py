@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 import icar_dense  # noqa: E402,F401
-from conftest import REPO  # noqa: E402
+from conftest import REPO, write_lines  # noqa: E402
 from data_factory import make_ade20k, make_coco  # noqa: E402
 from test_action_pipeline import _shrink as shrink_action  # noqa: E402
 from test_action_pipeline import action_data  # noqa: E402,F401 (fixture)
@@ -105,12 +105,6 @@ def config_differences(child, parent):
     a, b = flatten(child.to_dict()), flatten(parent.to_dict())
     return sorted(k for k in set(a) | set(b) if a.get(k, '<unset>') != b.get(
         k, '<unset>'))
-
-
-def write_lines(path, lines):
-    with open(path, 'w', encoding='utf-8') as f:
-        f.write('\n'.join(lines) + '\n')
-    return str(path)
 
 
 def make_kitchen(root, classes):

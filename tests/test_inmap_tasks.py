@@ -81,9 +81,8 @@ def _check_run(runner, metrics, text_keys, num_classifiers=1):
 # TextClassifier.set_class_proxies and the pixel sampler
 # ----------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def tiny_tok(tmp_path_factory):
-    from helpers_text import build_tokenizer_dir
-    return build_tokenizer_dir(str(tmp_path_factory.mktemp('tok')))
+def tiny_tok(tok_dir):
+    return tok_dir
 
 
 def _text_classifier(tok, **kwargs):

@@ -8,7 +8,7 @@ from mmengine.registry import DefaultScope, init_default_scope
 import icar_dense  # noqa: F401
 from icar_dense.registry import register_shared_model
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 
 
 @register_shared_model()

@@ -14,7 +14,8 @@ from conftest import check_ok, run_tool  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
-from test_seg_helpers import (CLASSES, PUBLIC_CONFIGS, REPO,  # noqa: E402
+from conftest import REPO  # noqa: E402
+from test_seg_helpers import (CLASSES, PUBLIC_CONFIGS,  # noqa: E402
                               TINY_UNSEEN, make_icar_checkpoint,
                               make_tokenizer, shrink)
 

@@ -9,7 +9,6 @@
 """
 import copy
 import os
-import os.path as osp
 import uuid
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -19,7 +18,6 @@ from helpers_text import (build_tokenizer_dir,  # noqa: E402
                           tiny_roberta_encoder_cfg)
 from icar_layout import icar_checkpoint  # noqa: E402
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # the first five ADE20K classes: data_factory writes labels 1..5
 CLASSES = ('wall', 'building', 'sky', 'floor', 'tree')
 TINY_UNSEEN = ['sky']

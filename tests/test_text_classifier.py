@@ -13,7 +13,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_text import (CLASS_NAMES, EncodeCounter, build_tokenizer_dir,
+from helpers_text import (CLASS_NAMES, EncodeCounter,
                           tiny_clip_cfg, tiny_roberta_config,
                           tiny_roberta_encoder_cfg, tokenizer_size)
 
@@ -23,11 +23,6 @@ from icar_dense.models.text import (CLIPTextTransformer, RobertaTextEncoder,
                                     load_roberta_tokenizer)
 
 TEMPLATES = ['a photo of a {}.', 'a sketch of the {}.', 'art of the {}.']
-
-
-@pytest.fixture(scope='module')
-def tok_dir(tmp_path_factory):
-    return build_tokenizer_dir(str(tmp_path_factory.mktemp('tokenizer')))
 
 
 def _classifier(tok_dir, **kwargs):
