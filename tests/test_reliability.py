@@ -356,3 +356,33 @@ def test_metrics_written_before_a_logging_crash(fault_config, tmp_path):
         record = json.loads(f.read().splitlines()[-1])
     assert {k: record[k] for k in CrashingLoggerHook.received['val']} == \
         pytest.approx(CrashingLoggerHook.received['val'])
+
+
+def test_resave_trusted_checkpoint(tmp_path):
+    """tools/resave_trusted_checkpoint.py: what the safe loader refused
+    loads afterwards; tensors and arrays kept, the rest listed."""
+    import numpy as np
+    from helpers_trusted import Meta, Point
+    from icar_dense.utils.checkpoint import (CheckpointError,
+                                             load_checkpoint_file)
+    src, dst = str(tmp_path / 'trusted.pth'), str(tmp_path / 'plain.pth')
+    torch.save(dict(state_dict={'w': torch.ones(2)},
+                    meta=dict(obj=Meta(), point=Point(1, 2),
+                              array=np.arange(3), iter=7,
+                              by_tuple={(1, 2): 'x'})), src)
+    with pytest.raises(CheckpointError, match='could run code'):
+        load_checkpoint_file(src)
+    proc = check_ok(run_tool(
+        ['python', 'tools/resave_trusted_checkpoint.py', src, dst],
+        env=dict(PYTHONPATH=osp.join(REPO, 'tests'))))
+    assert 'dropped checkpoint.meta.obj: Meta' in proc.stdout
+    assert "dropped checkpoint.meta.by_tuple[(1, 2)]" in proc.stdout
+    loaded = load_checkpoint_file(dst)
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+    assert torch.equal(loaded['meta']['array'], torch.arange(3))
+    assert loaded['meta']['point'] == (1, 2) and loaded['meta']['iter'] == 7
+    assert loaded['meta']['obj'] is None
+
+    missing = run_tool(['python', 'tools/resave_trusted_checkpoint.py',
+                        str(tmp_path / 'nope.pth'), dst])
+    assert missing.returncode != 0 and 'no such file' in missing.stderr

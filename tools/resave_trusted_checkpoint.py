@@ -13,6 +13,7 @@ import numbers
 import os.path as osp
 import sys
 
+import numpy as np
 import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
@@ -22,14 +23,24 @@ from icar_dense.utils.checkpoint import save_checkpoint_file  # noqa: E402
 def plain(obj, path, dropped):
     if isinstance(obj, torch.Tensor):
         return obj
+    if isinstance(obj, np.ndarray) and obj.dtype != object:
+        return torch.from_numpy(obj.copy())
     if obj is None or isinstance(obj, (str, bool, numbers.Number)):
         return obj.item() if hasattr(obj, 'item') else obj
     if isinstance(obj, dict):
-        return {k: plain(v, f'{path}.{k}', dropped) for k, v in obj.items()
-                if isinstance(k, (str, int))}
+        kept = {}
+        for key, value in obj.items():
+            if isinstance(key, (str, int)):
+                kept[key] = plain(value, f'{path}.{key}', dropped)
+            else:
+                dropped.append(f'{path}[{key!r}]: key of type '
+                               f'{type(key).__name__}')
+        return kept
     if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v, f'{path}[{i}]', dropped)
-                         for i, v in enumerate(obj))
+        # a plain list/tuple: namedtuples and other subclasses are classes
+        # the safe loader would refuse
+        items = [plain(v, f'{path}[{i}]', dropped) for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
     dropped.append(f'{path}: {type(obj).__name__}')
     return None
 
@@ -39,6 +50,8 @@ def main():
     parser.add_argument('src')
     parser.add_argument('dst')
     args = parser.parse_args()
+    if not osp.isfile(args.src):
+        sys.exit(f'resave_trusted_checkpoint: no such file: {args.src!r}')
     checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
     dropped = []
     save_checkpoint_file(plain(checkpoint, 'checkpoint', dropped), args.dst)
