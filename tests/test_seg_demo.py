@@ -7,6 +7,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 from conftest import check_ok, run_tool  # noqa: E402
 from data_factory import load_photo  # noqa: E402
 from mmengine.config import Config  # noqa: E402
@@ -77,3 +78,23 @@ def test_demo_tool_writes_picture(tmp_path, tiny_ade_root):
         swatch = np.array(rgb[::-1], float)
         assert min(np.abs(np.array(c, float) - swatch).max()
                    for c in colours) <= 2, name
+
+
+def test_inference_pipeline_of_wrapped_datasets():
+    """The demos' pipeline: through dataset wrappers (ConcatDataset's
+    datasets[0] too), annotation loading of any scope dropped."""
+    from icar_dense.apis.pipeline import inference_pipeline
+    steps = [dict(type='LoadImageFromFile'),
+             dict(type='mmdet.LoadAnnotations', with_bbox=True),
+             dict(type='PackDetInputs')]
+    for dataset in (dict(pipeline=steps),
+                    dict(type='RepeatDataset', dataset=dict(pipeline=steps)),
+                    dict(type='ConcatDataset', datasets=[dict(pipeline=steps)
+                                                         ])):
+        cfg = Config(dict(test_dataloader=dict(dataset=dataset)))
+        assert [t['type'] for t in inference_pipeline(cfg)] == [
+            'LoadImageFromFile', 'PackDetInputs']
+    only_top = Config(dict(test_pipeline=steps))
+    assert len(inference_pipeline(only_top)) == 2
+    with pytest.raises(KeyError, match='neither'):
+        inference_pipeline(Config(dict(test_dataloader=dict(dataset={}))))

@@ -11,7 +11,7 @@ import copy
 import logging
 import os
 import os.path as osp
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from mmengine.config import Config
@@ -20,6 +20,7 @@ from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
 from icar_dense.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
+from .pipeline import inference_pipeline
 
 
 def ov_heads(model: torch.nn.Module) -> list:
@@ -82,17 +83,6 @@ def init_ov_detector(cfg: Config, checkpoint: Optional[str],
     return model.to(device).eval()
 
 
-def test_pipeline(cfg: Config) -> List[dict]:
-    """The test pipeline of the config, without annotation loading."""
-    dataset = cfg.test_dataloader.dataset
-    while 'dataset' in dataset:  # dataset wrappers
-        dataset = dataset['dataset']
-    return [
-        t for t in copy.deepcopy(dataset.pipeline)
-        if t['type'].split('.')[-1] != 'LoadAnnotations'
-    ]
-
-
 def run_demo(cfg: Config, args):
     """``tools/demo.py`` for detection configs.
 
@@ -123,7 +113,7 @@ def run_demo(cfg: Config, args):
                         'fixed by training')
     names = model.dataset_meta['classes']
     result = inference_detector(
-        model, args.input, test_pipeline=Compose(test_pipeline(cfg)))
+        model, args.input, test_pipeline=Compose(inference_pipeline(cfg)))
 
     out_file = getattr(args, 'out_file', None) or (
         osp.splitext(osp.basename(args.input))[0] + '_det.jpg')

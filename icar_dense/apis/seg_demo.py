@@ -19,6 +19,8 @@ from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
+from .pipeline import inference_pipeline
+
 ALPHA = 0.5
 LEGEND_ROW = 22  # pixels per legend row at scale 1
 
@@ -65,22 +67,9 @@ def build_segmentor(cfg: Config, checkpoint: Optional[str],
     return model.to(device).eval()
 
 
-def _test_pipeline(cfg: Config) -> list:
-    dataloader = cfg.get('test_dataloader') or {}
-    dataset = dataloader.get('dataset', {}) if dataloader else {}
-    while isinstance(dataset, dict) and 'dataset' in dataset:
-        dataset = dataset['dataset']
-    pipeline = (dataset or {}).get('pipeline') or cfg.get('test_pipeline')
-    if not pipeline:
-        raise KeyError(f'demo: {cfg.filename!r} has neither '
-                       'test_dataloader.dataset.pipeline nor test_pipeline')
-    return [t for t in copy.deepcopy(pipeline)
-            if t.get('type') != 'LoadAnnotations']
-
-
 def predict(model: torch.nn.Module, image_path: str) -> np.ndarray:
     """Label map (H, W) of class indices at the image's own size."""
-    pipeline = Compose(_test_pipeline(model.cfg))
+    pipeline = Compose(inference_pipeline(model.cfg))
     data = pipeline(dict(img_path=image_path))
     batch = dict(inputs=[data['inputs']], data_samples=[data['data_samples']])
     with torch.no_grad():
