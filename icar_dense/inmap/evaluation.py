@@ -484,8 +484,8 @@ class InMaPTestLoop(TestLoop):
         except (TypeError, ValueError) as err:
             raise type(err)(f'{name}: {err}') from None
         if isinstance(score_thr, bool) or not isinstance(
-                score_thr, (int, float)) or not 0 <= score_thr < 1:
-            raise ValueError(f'{name}: score_thr must be a number in [0, 1), '
+                score_thr, (int, float)) or not 0 <= score_thr <= 1:
+            raise ValueError(f'{name}: score_thr must be a number in [0, 1], '
                              f'got {score_thr!r}')
         self.hparams = dict(
             tau_t=tau_t,
