@@ -36,9 +36,9 @@ from test_action_pipeline import _shrink as shrink_action  # noqa: E402
 from test_action_pipeline import action_data  # noqa: E402,F401 (fixture)
 from test_det_configs import shrink as shrink_det  # noqa: E402
 from test_det_ov import det_data  # noqa: E402,F401 (fixture)
-from test_seg_helpers import (make_icar_checkpoint,  # noqa: E402
-                              make_tokenizer)
-from test_seg_helpers import shrink as shrink_seg  # noqa: E402
+from helpers_seg import (make_icar_checkpoint,  # noqa: E402
+                         make_tokenizer)
+from helpers_seg import shrink as shrink_seg  # noqa: E402
 
 DET_EXAMPLE = 'configs/det/example_custom_ov.py'
 SEG_EXAMPLE = 'configs/seg/example_custom_ov.py'

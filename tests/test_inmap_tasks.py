@@ -337,7 +337,7 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
     with a seed per image file: batch 1 and batch 2 pool the same pixels
     (as 1 and N processes do)."""
     from icar_dense.inmap import evaluation as inmap_evaluation
-    from test_seg_helpers import make_icar_checkpoint, make_tokenizer, shrink
+    from helpers_seg import make_icar_checkpoint, make_tokenizer, shrink
     pooled = []
 
     def recording_learn(features, *args, **kwargs):
@@ -389,7 +389,7 @@ def test_segmentation_pixels_large_vocabulary_path(tiny_ade_root, tmp_path):
     """With the exact large-vocabulary argmax of ICAREncoderDecoder (made
     to apply to the tiny vocabulary), the text pass still pools pixels and
     every metric equals that of the dense mmseg path."""
-    from test_seg_helpers import make_icar_checkpoint, make_tokenizer, shrink
+    from helpers_seg import make_icar_checkpoint, make_tokenizer, shrink
     tok = make_tokenizer(str(tmp_path / 'tok'))
     icar = make_icar_checkpoint(tmp_path / 'icar.pth', tok)['path']
     runs = {}

@@ -15,9 +15,9 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from conftest import REPO  # noqa: E402
-from test_seg_helpers import (CLASSES, PUBLIC_CONFIGS,  # noqa: E402
-                              TINY_UNSEEN, make_icar_checkpoint,
-                              make_tokenizer, shrink)
+from helpers_seg import (CLASSES, PUBLIC_CONFIGS,  # noqa: E402
+                         TINY_UNSEEN, make_icar_checkpoint,
+                         make_tokenizer, shrink)
 
 import icar_dense  # noqa: E402,F401
 from icar_dense.engine.testing import enable_tta  # noqa: E402

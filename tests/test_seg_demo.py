@@ -12,8 +12,8 @@ from conftest import check_ok, run_tool  # noqa: E402
 from data_factory import load_photo  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from conftest import REPO  # noqa: E402
-from test_seg_helpers import (make_icar_checkpoint,  # noqa: E402
-                              make_tokenizer, shrink)
+from helpers_seg import (make_icar_checkpoint,  # noqa: E402
+                         make_tokenizer, shrink)
 
 from icar_dense.apis.seg_demo import (class_palette,  # noqa: E402
                                       draw_segmentation, legend_entries)

@@ -17,8 +17,8 @@ from mmengine.runner import load_checkpoint  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 from conftest import REPO  # noqa: E402
-from test_seg_helpers import (CLASSES, EMBED_DIM, TINY_SWIN,  # noqa
-                              WIDTHS, make_icar_checkpoint, make_tokenizer)
+from helpers_seg import (CLASSES, EMBED_DIM, TINY_SWIN,  # noqa
+                         WIDTHS, make_icar_checkpoint, make_tokenizer)
 
 import icar_dense  # noqa: E402,F401
 from icar_dense.models.heads import ICARFCNHead, ICAREncoderDecoder  # noqa

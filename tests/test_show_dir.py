@@ -313,7 +313,7 @@ def test_embeddings_file_on_the_seen_unseen_config(names, seg_env, tmp_path,
     and metric name unseen classes (training-time split): a vocabulary
     without them must still be testable; with one of them it is reported
     as unseen."""
-    from test_seg_helpers import shrink as shrink_seg
+    from helpers_seg import shrink as shrink_seg
     from test_examples import load_config
     cfg = load_config('configs/seg/icar_swint_upernet_ade20k_ov_split.py')
     object.__setattr__(cfg, '_format_python_code', False)
