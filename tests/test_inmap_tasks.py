@@ -338,11 +338,13 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
     (as 1 and N processes do)."""
     from icar_dense.inmap import evaluation as inmap_evaluation
     from helpers_seg import make_icar_checkpoint, make_tokenizer, shrink
-    pooled = []
+    pooled, learned = [], []
 
     def recording_learn(features, *args, **kwargs):
         pooled.append(features.detach().clone())
-        return learn_vision_proxies(features, *args, **kwargs)
+        result = learn_vision_proxies(features, *args, **kwargs)
+        learned.append(result.proxies['full'].t().float().cpu())
+        return result
 
     learn_vision_proxies = inmap_evaluation.learn_vision_proxies
     monkeypatch.setattr(inmap_evaluation, 'learn_vision_proxies',
@@ -377,12 +379,14 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
     # differently (~1e-7 here; CPUs with other SIMD widths differ more)
     assert pooled[0].shape == pooled[1].shape == (24, pooled[0].shape[1])
     torch.testing.assert_close(pooled[0], pooled[1], atol=1e-4, rtol=0)
-    # the learned proxies follow, loosely: the published rule halves the
-    # step when the gradient norm grows, a comparison that rounding noise
-    # in the features can flip near convergence (seen on CI: 3e-3 apart)
-    torch.testing.assert_close(runs[0][1], runs[1][1], atol=1e-2, rtol=0)
-    for key, value in runs[0][0].items():
-        assert runs[1][0][key] == pytest.approx(value, abs=0.5), key
+    # each run evaluates with the proxies learned from its own pixels
+    for (_, proxies), from_pixels in zip(runs, learned):
+        torch.testing.assert_close(proxies, from_pixels, atol=0, rtol=0)
+    # The two runs' proxies are not compared: the published rule halves the
+    # step when the gradient norm grows, and the ~1e-7 rounding differences
+    # of batched convolutions can flip that comparison, after which the
+    # runs part (seen on CI machines: 3.4e-3 and 1.4e-2 apart; a metric
+    # then moves with them).  The pixels above are what batching decides.
 
 
 def test_segmentation_pixels_large_vocabulary_path(tiny_ade_root, tmp_path):
