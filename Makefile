@@ -5,6 +5,12 @@ PYTHON    ?= python3
 PY        := $(VENV)/bin/python
 ENV_STAMP := $(VENV)/.icar_dense_env
 PYTEST_ARGS ?=
+# TEST_THREADS=N runs the whole suite, and every tool it starts, with N
+# torch/OpenMP threads (`make test TEST_THREADS=1`, `TEST_THREADS=2`): the
+# suite must pass with any count. Unset, modules marked `one_thread` use one
+# thread and the rest torch's default (the core count).
+TEST_THREADS ?=
+THREAD_ENV := $(if $(TEST_THREADS),OMP_NUM_THREADS=$(TEST_THREADS) ICAR_TEST_THREADS=$(TEST_THREADS),)
 
 .PHONY: env test demo bench lint clean-env
 
@@ -19,7 +25,7 @@ $(ENV_STAMP): requirements/torch.txt requirements/build.txt requirements/mmcv.tx
 env: $(ENV_STAMP)
 
 test: env
-	@HF_HUB_OFFLINE=1 $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	@$(THREAD_ENV) HF_HUB_OFFLINE=1 $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; exit 1; fi; \
 	exit $$rc
 

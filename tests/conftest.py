@@ -140,13 +140,36 @@ def check_ok(proc):
 # CPU settings, opted into per module with
 # ``pytestmark = pytest.mark.usefixtures('one_thread')`` (or 'fast_cpu')
 # ---------------------------------------------------------------------------
+def requested_threads():
+    """``make test TEST_THREADS=N`` (exported as ``ICAR_TEST_THREADS``): the
+    thread count every test runs with, or None for the defaults."""
+    value = os.environ.get('ICAR_TEST_THREADS', '').strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(
+            f'ICAR_TEST_THREADS={value!r}: expected a positive integer '
+            '(make test TEST_THREADS=N)')
+    return int(value)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _requested_threads():
+    threads = requested_threads()
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
+    yield
+
+
 @pytest.fixture(scope='module')
 def one_thread():
-    """One torch thread: the models here are tiny and the CI machine has 2
-    shared cores, where more threads only contend."""
+    """One torch thread (or TEST_THREADS when given): the models here are
+    tiny and the CI machine has 2 shared cores, where more threads only
+    contend."""
     import torch
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(requested_threads() or 1)
     yield
     torch.set_num_threads(threads)
 

@@ -52,6 +52,13 @@ def _det_problem(num_rois, num_classes, seed, size=64.0, peaked=True):
     xy = centres[pick] + torch.randn(num_rois, 2, generator=g) * 3
     wh = 8 + torch.rand(num_rois, 2, generator=g) * 12
     boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)
+    # NMS compares IoUs with 0.5, computed with other rounding in each
+    # implementation (~1e-7): every pair is kept clear of the threshold so
+    # that kept indices and labels (integers) can be compared exactly. The
+    # scores are the same tensor for both, so their order is exact.
+    from torchvision.ops import box_iou
+    assert ((box_iou(boxes, boxes) - 0.5).abs() > 1e-5).all(), \
+        'a box pair has IoU within 1e-5 of the NMS threshold: change seed'
     logits = torch.randn(num_rois, num_classes + 1, generator=g)
     if peaked:
         logits[torch.arange(num_rois), pick * 3 % num_classes] += 4

@@ -80,6 +80,7 @@ def test_prompts_encoded_once_and_vocabulary_kept_per_stage(
     first.text_encoder.encode = counting
     embeds = [c.class_embeddings() for c in (first, second, third)]
     assert len(calls) == 1  # stage 0 encodes, stages 1 and 2 reuse it
+    # one encoding served to all three: the same values, exactly
     torch.testing.assert_close(embeds[1], embeds[0], rtol=0, atol=0)
     torch.testing.assert_close(embeds[2], embeds[0], rtol=0, atol=0)
     # logits still differ per stage (own projection and background)

@@ -262,7 +262,14 @@ def test_one_process_and_two_process_evaluation_agree(tiny_lvis_run):
     for work in (single, dist):
         with open(osp.join(work, 'metrics_test.json')) as f:
             metrics.append(json.load(f)['metrics'])
-    assert metrics[0] == metrics[1]
+    # One process vs two (and other thread counts with TEST_THREADS): the
+    # same model, but thread splits and kernels round differently (~1e-7),
+    # so near-tied detections may come out in another order. Detections are
+    # compared as a set (ordered by label, then box) with float tolerances;
+    # the metrics are a function of that set and its ranking.
+    assert metrics[0].keys() == metrics[1].keys()
+    for key, value in metrics[0].items():
+        assert metrics[1][key] == pytest.approx(value, abs=1e-6), key
     assert 'lvis/bbox_APr' in metrics[0]
     preds = [_read_predictions(osp.join(w, 'preds.pkl'))
              for w in (single, dist)]
@@ -270,11 +277,22 @@ def test_one_process_and_two_process_evaluation_agree(tiny_lvis_run):
     for img_id, pred in preds[0].items():
         other = preds[1][img_id]
         assert len(pred['labels']) > 0
-        np.testing.assert_array_equal(pred['labels'], other['labels'])
-        np.testing.assert_allclose(pred['bboxes'], other['bboxes'],
+        assert len(pred['labels']) == len(other['labels'])
+        a = _by_label_and_box(pred)
+        b = _by_label_and_box(other)
+        np.testing.assert_array_equal(pred['labels'][a], other['labels'][b])
+        np.testing.assert_allclose(pred['bboxes'][a], other['bboxes'][b],
                                    rtol=1e-5, atol=1e-4)
-        np.testing.assert_allclose(pred['scores'], other['scores'],
+        np.testing.assert_allclose(pred['scores'][a], other['scores'][b],
                                    rtol=1e-5, atol=1e-6)
+
+
+def _by_label_and_box(pred):
+    """Order of detections by label, then box corner (score-independent)."""
+    import numpy as np
+    boxes = np.asarray(pred['bboxes'])
+    return np.lexsort((boxes[:, 1].round(2), boxes[:, 0].round(2),
+                       np.asarray(pred['labels'])))
 
 
 def test_demo_writes_a_picture(tiny_lvis_run, det_data, tmp_path,

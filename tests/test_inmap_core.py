@@ -104,6 +104,32 @@ def reference_inmap(x,
     return w, y, torch.tensor(lrs, dtype=torch.float64)
 
 
+def clear_decision_steps(norms, rel_margin):
+    """How many leading steps of a run have step sizes fixed by clear
+    decisions.
+
+    The published rule halves the step at step ``t`` when
+    ``norms[t] > norms[t - 1]``. Two code paths that round differently (chunk
+    sizes, BLAS kernels, CPUs, thread counts) agree on that decision whenever
+    the two norms differ by more than their rounding noise, so the step sizes
+    agree exactly (they are ``lr / 2**k``) up to the first step whose norms
+    lie within ``rel_margin`` of each other; after it, either choice is right.
+    """
+    close = (norms[1:] - norms[:-1]).abs() <= rel_margin * norms[:-1]
+    ambiguous = close.nonzero()
+    return len(norms) if len(ambiguous) == 0 else int(ambiguous[0]) + 1
+
+
+def assert_same_argmax_where_clear(pred, ref_pred, scores, margin):
+    """Predictions of two code paths agree on every row whose top-2 score gap
+    exceeds their rounding noise (``margin``); rows closer than that may
+    legitimately differ between CPUs."""
+    top2 = scores.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > margin
+    assert clear.double().mean() > 0.9, 'the problem has too many near-ties'
+    assert torch.equal(pred[clear], ref_pred[clear])
+
+
 def mean_soft_ce(x, w, y, tau_i):
     return -(y * torch.log_softmax(x @ w / tau_i, dim=1)).sum(1).mean()
 
@@ -167,14 +193,19 @@ def test_matches_dense_reference(options):
     for name, sinkhorn_iters in (('no_sinkhorn', 0), ('full', 20)):
         w_ref, y_ref, lrs_ref = reference_inmap(
             x, t, iters=300, sinkhorn_iters=sinkhorn_iters, **options)
+        # float64, chunked log-domain vs dense linear-domain arithmetic:
+        # ~1e-15 per step, amplified to ~1e-13 over 300 steps (measured);
+        # 1e-9 leaves room for a late halving decision taken differently
+        # while the step is already tiny.
         torch.testing.assert_close(res.proxies[name], w_ref, rtol=0, atol=1e-9)
-        # Same halving decisions until convergence; once the step is tiny
-        # the norm stalls and rounding decides (in either implementation).
-        active = lrs_ref > 1e-6
-        assert active[:100].all()
-        assert torch.equal(res.lrs[name][active], lrs_ref[active])
-        torch.testing.assert_close(res.predictions[name],
-                                   (x @ w_ref).argmax(1))
+        # Step sizes are powers of two: exact wherever the decision to halve
+        # had a margin well above float64 rounding of the norms (1e-9
+        # relative); the run must be decided that way through convergence.
+        decided = clear_decision_steps(res.grad_norms[name], 1e-9)
+        assert decided >= 100
+        assert torch.equal(res.lrs[name][:decided], lrs_ref[:decided])
+        assert_same_argmax_where_clear(res.predictions[name],
+                                       (x @ w_ref).argmax(1), x @ w_ref, 1e-8)
         torch.testing.assert_close(
             res.pseudo_label_mass[name], y_ref.mean(0), rtol=0, atol=1e-12)
     torch.testing.assert_close(res.predictions['text'], (x @ t).argmax(1))
@@ -280,8 +311,17 @@ def test_chunked_equals_unchunked(dtype, iters, chunk_size, atol):
     for name in ('text', 'no_sinkhorn', 'full'):
         torch.testing.assert_close(
             res.proxies[name], ref.proxies[name], rtol=0, atol=atol)
-        assert torch.equal(res.predictions[name], ref.predictions[name])
-    assert torch.equal(res.lrs['no_sinkhorn'], ref.lrs['no_sinkhorn'])
+        # argmax is exact where the top-2 gap exceeds the proxies' difference
+        # (|x| = 1, so scores move by at most the proxies' atol per column)
+        assert_same_argmax_where_clear(res.predictions[name],
+                                       ref.predictions[name],
+                                       x @ ref.proxies[name], 2 * atol)
+    norms = ref.grad_norms['no_sinkhorn']
+    decided = clear_decision_steps(norms, 1e-9 if dtype == torch.float64
+                                   else 1e-4)
+    assert decided >= min(iters, 100)
+    assert torch.equal(res.lrs['no_sinkhorn'][:decided],
+                       ref.lrs['no_sinkhorn'][:decided])
 
 
 def test_never_materialises_n_by_c():
@@ -330,9 +370,13 @@ def test_cuda_matches_cpu():
         progress=False)
     assert res.proxies['full'].device.type == 'cuda'
     for name in ('no_sinkhorn', 'full'):
+        # float64 on another device: other kernels, same ~1e-13 drift as
+        # chunking (test_chunked_equals_unchunked)
         torch.testing.assert_close(
             res.proxies[name].cpu(), ref.proxies[name], rtol=0, atol=1e-9)
-        assert torch.equal(res.predictions[name].cpu(), ref.predictions[name])
+        assert_same_argmax_where_clear(
+            res.predictions[name].cpu(), ref.predictions[name],
+            x.double() @ ref.proxies[name], 2e-9)
 
 
 # --------------------------------------------------------------------------
@@ -381,10 +425,18 @@ def test_variant_subsets():
     res = learn_vision_proxies(x, t, variants='text', progress=False)
     assert set(res.predictions) == {'text'} and not res.grad_norms
     torch.testing.assert_close(res.predictions['text'], (x @ t).argmax(1))
-    # Without Sinkhorn iterations the two learned variants coincide.
+    # Without Sinkhorn iterations the two learned variants coincide. They
+    # reach the pseudo-labels through different code (the plain softmax vs
+    # the log-domain Sinkhorn path with no iterations), which rounds
+    # differently on other CPUs (bitwise equal on Intel, not on AMD EPYC):
+    # ~1e-16 in the labels, amplified by 20 float64 steps to well under 1e-12.
     res = learn_vision_proxies(
         x, t, iters=20, sinkhorn_iters=0, progress=False)
-    assert torch.equal(res.proxies['full'], res.proxies['no_sinkhorn'])
+    torch.testing.assert_close(
+        res.proxies['full'], res.proxies['no_sinkhorn'], rtol=0, atol=1e-12)
+    decided = clear_decision_steps(res.grad_norms['full'], 1e-9)
+    assert torch.equal(res.lrs['full'][:decided],
+                       res.lrs['no_sinkhorn'][:decided])
 
 
 def test_progress_bar(capsys):
@@ -419,10 +471,12 @@ def test_save_load_round_trip(tmp_path):
     assert set(loaded['proxies']) == {'text', 'no_sinkhorn', 'full'}
     for name, w in res.proxies.items():
         assert torch.equal(loaded['proxies'][name], w)
-    # Inductive use on the same data reproduces the transductive result.
-    assert torch.equal(
+    # Inductive use on the same data reproduces the transductive result
+    # (the learning pass scores both variants in one wider matmul, which may
+    # round differently: rows whose top-2 gap exceeds float64 noise agree).
+    assert_same_argmax_where_clear(
         predict_with_proxies(x, loaded['proxies']['full']),
-        res.predictions['full'])
+        res.predictions['full'], x @ res.proxies['full'], 1e-10)
 
     # A single tensor round-trips as a tensor and overwrites atomically.
     save_proxies(path, res.proxies['full'])

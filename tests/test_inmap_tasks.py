@@ -379,7 +379,8 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
     # differently (~1e-7 here; CPUs with other SIMD widths differ more)
     assert pooled[0].shape == pooled[1].shape == (24, pooled[0].shape[1])
     torch.testing.assert_close(pooled[0], pooled[1], atol=1e-4, rtol=0)
-    # each run evaluates with the proxies learned from its own pixels
+    # each run evaluates with the proxies learned from its own pixels (the
+    # very tensors recorded above: exact)
     for (_, proxies), from_pixels in zip(runs, learned):
         torch.testing.assert_close(proxies, from_pixels, atol=0, rtol=0)
     # The two runs' proxies are not compared: the published rule halves the
