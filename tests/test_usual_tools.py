@@ -5,7 +5,7 @@ import os.path as osp
 import torch
 
 import icar_dense  # noqa: F401
-from conftest import check_ok, run_tool
+from conftest import REPO, check_ok, run_tool
 from helpers_text import build_tokenizer_dir, tiny_roberta_encoder_cfg
 
 TINY_SEG = 'tests/configs/tiny_seg_fcn.py'
@@ -72,3 +72,59 @@ model = dict(type='Foo', head=dict(text_classifier=dict(
     expected = torch.nn.functional.normalize(from_file.visual_proj(x), dim=-1)
     expected = expected @ saved['embeddings'].t() / 0.05
     torch.testing.assert_close(logits, expected)
+
+
+def _write_scalars(path, records):
+    import json
+    with open(path, 'w') as f:
+        for rec in records:
+            f.write(json.dumps(rec) + '\n')
+
+
+def _epoch_based_log():
+    """2 epochs of 4 iterations logged every 2, validated after each epoch
+    (as mmengine writes them: val records hold the val loop's time and
+    step = epoch)."""
+    recs = []
+    for epoch, times in ((1, [9.0, 0.5]), (2, [7.0, 0.25])):
+        for k, t in enumerate(times):
+            it = (epoch - 1) * 4 + 2 * (k + 1)
+            recs.append(dict(lr=0.01, time=t, data_time=0.1, loss=1.0 / it,
+                             epoch=epoch, iter=it, memory=10, step=it))
+        recs.append({'coco/bbox_mAP': 0.1 * epoch, 'time': 100.0,
+                     'data_time': 50.0, 'step': epoch})
+    return recs
+
+
+def test_analyze_logs_train_time_leaves_out_validation(tmp_path):
+    log = str(tmp_path / 'scalars.json')
+    _write_scalars(log, _epoch_based_log())
+    proc = check_ok(run_tool(['python', 'tools/analyze_logs.py',
+                              'cal_train_time', log]))
+    # the first record of each epoch (9.0, 7.0) is warm-up; validation
+    # records (100 s) are not training iterations
+    assert 'average iter time: 0.3750 s/iter' in proc.stdout
+    assert 'slowest epoch 1, average time is 0.5000' in proc.stdout
+    proc = check_ok(run_tool(['python', 'tools/analyze_logs.py',
+                              'cal_train_time', log, '--include-outliers']))
+    assert 'average iter time: 4.1875 s/iter' in proc.stdout
+
+
+def test_analyze_logs_places_validation_at_its_iteration(tmp_path):
+    import runpy
+    tool = runpy.run_path(osp.join(REPO, 'tools', 'analyze_logs.py'))
+    records = _epoch_based_log()
+    xs, ys = tool['series'](records, 'coco/bbox_mAP')
+    # epoch 1 ends at iteration 4, epoch 2 at 8 (not at x = 1 and 2)
+    assert xs.tolist() == [4, 8]
+    assert ys.tolist() == [0.1, 0.2]
+    xs, _ = tool['series'](records, 'loss')
+    assert xs.tolist() == [2, 4, 6, 8]
+    # an unknown key lists the keys the log has
+    log = str(tmp_path / 'scalars.json')
+    _write_scalars(log, records)
+    proc = run_tool(['python', 'tools/analyze_logs.py', 'plot_curve', log,
+                     '--keys', 'mIoU', '--out', str(tmp_path / 'c.png')])
+    assert proc.returncode != 0
+    assert "no ['mIoU']" in proc.stderr and 'coco/bbox_mAP' in proc.stderr
+    assert 'loss' in proc.stderr
