@@ -292,7 +292,11 @@ def test_public_configs_as_users_get_them():
         'kinetics400_train_list_videos.txt')
     optim = cfg.optim_wrapper
     assert (optim.optimizer.type, optim.optimizer.lr) == ('AdamW', 3e-4)
-    assert optim.paramwise_cfg.backbone.lr_mult == 0.1
+    assert optim.paramwise_cfg.custom_keys.backbone.lr_mult == 0.1
+    # the authors' video prompts; their recipe trains the text tower
+    clf_cfg = cfg.model.cls_head.text_classifier
+    assert clf_cfg.templates == 'kinetics28'
+    assert clf_cfg.freeze_text_encoder is False
     assert [s.type
             for s in cfg.param_scheduler] == ['LinearLR', 'CosineAnnealingLR']
     assert cfg.train_cfg.max_epochs == 30
@@ -346,16 +350,24 @@ def test_finetune_trains_validates_and_tests(finetuned, action_data, tmp_path):
         action_data['visual_proj'],
         atol=5e-4,
         rtol=0)
+    # the text tower trains (the authors' recipe), at the backbone's lr: 2
+    # steps of at most ~3e-6 + 1e-5 each (the head's lr would move 1e-4)
     key = 'backbone.encoder.layer.0.attention.self.query.weight'
-    assert torch.equal(state[prefix + 'text_encoder.' + key],
-                       action_data['text_sd'][key])  # frozen
-    # backbone lr = 0.1 x head lr
+    trained = state[prefix + 'text_encoder.' + key]
+    assert not torch.equal(trained, action_data['text_sd'][key])
+    torch.testing.assert_close(
+        trained, action_data['text_sd'][key], atol=2e-5, rtol=0)
+    # backbone lr (Swin and RoBERTa) = 0.1 x head lr
     groups = runner.optim_wrapper.optimizer.param_groups
     model = runner.model
     lr = {id(p): g['lr'] for g in groups for p in g['params']}
-    head_lr = lr[id(model.cls_head.text_classifier.visual_proj.weight)]
+    clf = model.cls_head.text_classifier
+    head_lr = lr[id(clf.visual_proj.weight)]
     assert lr[id(model.backbone.patch_embed.proj.weight)] == pytest.approx(
         0.1 * head_lr)
+    query = clf.text_encoder.backbone.encoder.layer[0].attention.self.query
+    assert lr[id(query.weight)] == pytest.approx(0.1 * head_lr)
+    assert lr[id(clf.text_encoder.projector.weight)] == pytest.approx(head_lr)
     with open(osp.join(work, 'metrics_val.jsonl')) as f:
         val = [json.loads(line) for line in f]
     assert 'acc/top1' in val[-1]
@@ -421,6 +433,48 @@ def test_zeroshot_split_configs(arch, kind, finetuned, action_data, tmp_path):
     else:
         assert len(names) == 4 and names[0] in ('apply eye makeup',
                                                 'brush hair')
+
+
+@pytest.mark.parametrize('kind', ['ucf101', 'hmdb51', 'k600novel'])
+@pytest.mark.parametrize('arch', ['swinb', 'swint'])
+def test_authors_protocol_configs(arch, kind, finetuned, action_data,
+                                  tmp_path):
+    """One evaluation: UCF101 / HMDB51 split 1, Kinetics-600 classes not in
+    Kinetics-400 (computed from the class lists)."""
+    _, work = finetuned
+    name = (f'icar_{arch}_k600novel_zeroshot_authors.py' if kind ==
+            'k600novel' else f'icar_{arch}_{kind}_zeroshot_split1.py')
+    cfg = _load(name, action_data, str(tmp_path))
+    dataset = cfg.test_dataloader.dataset
+    if kind == 'k600novel':
+        dataset.update(
+            ann_file=action_data['k600_list'],
+            label_names=action_data['k600_names'])
+        want = [n for n in K600_NAMES if n not in _k400_names()]
+        assert want == K600_NAMES[1:]  # 'abseiling' is a K400 class
+    else:
+        key = 'ucf' if kind == 'ucf101' else 'hmdb'
+        dataset.label_names = action_data[f'{key}_names']
+        cfg.test_cfg.splits[0].ann_file = action_data[f'{key}_splits'][0]
+        want = UCF_NAMES if kind == 'ucf101' else HMDB_NAMES
+    assert len(cfg.test_cfg.splits) == 1
+    cfg.load_from = osp.join(work, 'epoch_1.pth')
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    assert runner.model.cls_head.class_names == [
+        n.split(':')[0] for n in want
+    ]
+    assert 0 <= metrics['acc/top1'] <= 1
+    assert not [k for k in metrics if k.endswith(('_mean', '_std'))]
+    split = cfg.test_cfg.splits[0].name
+    assert metrics[f'{split}/acc/top1'] == metrics['acc/top1']
+    with open(osp.join(str(tmp_path), 'zeroshot_splits.json')) as f:
+        saved = json.load(f)
+    assert saved['metrics']['acc/top1'] == metrics['acc/top1']
+    assert list(saved['splits']) == [split] and 'std' not in saved
+    if kind == 'k600novel':  # the abseiling videos (label 0) are left out
+        assert len(runner.test_dataloader.dataset) == sum(
+            i % 6 != 0 for i in range(NUM_VIDEOS))
 
 
 def test_split_result_equals_a_single_split_run(finetuned, action_data,

@@ -221,6 +221,9 @@ ALLOWED = {
         '|'.join(DATA_KEYS),
         r'model\.(decode_head|auxiliary_head)\.num_classes',
         r'model\.decode_head\.text_classifier\.vocabulary',
+        # the public recipe trains the text tower (as the iCAR authors);
+        # the open-vocabulary example keeps it frozen
+        r'model\.decode_head\.text_classifier\.freeze_text_encoder',
         r'(train_cfg|param_scheduler|default_hooks\.checkpoint)\..*',
         r'(data_root|classes|dataset(\..*)?|vocabulary|num_classes|'
         r'max_iters)',

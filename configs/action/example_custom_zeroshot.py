@@ -2,8 +2,8 @@
 # docs/new_task.md): no training, the classes are given as text.
 # Everything is inherited from the public zero-shot recipe
 # icar_swint_k400_zeroshot.py (iCAR Swin-T inflated to Video Swin-T, clips
-# of 32 frames every 2, 4 clips x 3 crops, "a photo of {}." prompts, CLIP
-# mean/std); only two things change:
+# of 32 frames every 2, 4 clips x 3 crops, the 28 Kinetics prompt templates
+# averaged, frozen text tower, CLIP mean/std); only two things change:
 #   1. the dataset: a video list ("relative/path.mp4 label" per line, labels
 #      0..N-1) and the folder the paths are relative to;
 #   2. the vocabulary file: the N class names in label order, one per line,

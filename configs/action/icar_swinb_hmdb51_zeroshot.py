@@ -5,7 +5,12 @@
 # class accuracy) as mean +- std over the splits, also written to
 # <work_dir>/zeroshot_splits.json.
 #   tools/test.py configs/action/icar_swinb_hmdb51_zeroshot.py K400_CKPT
-# Frames are normalised as in fine-tuning (ImageNet mean/std).  Test only.
+# This is the X-CLIP / ViFi-CLIP protocol (mean +- std over three splits);
+# the iCAR authors' own protocol is icar_swinb_hmdb51_zeroshot_split1.py
+# (see docs/ov_protocols.md).  Prompts: the 28 Kinetics templates, averaged.
+# Text tower: frozen (zero-shot: the fine-tuned tower of the checkpoint, used
+# as it is).  Frames are normalised as in fine-tuning (ImageNet mean/std).
+# Test only.
 _base_ = [
     '../_base_/models/recognizer_icar_swin3d.py',
     '../_base_/datasets/hmdb51_zeroshot_splits.py',

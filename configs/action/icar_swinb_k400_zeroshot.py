@@ -3,8 +3,11 @@
 # window 8x7x7; a clip whose frames were all equal would give exactly the
 # image features), clip features are averaged over time and space, projected
 # by iCAR's visual projection and compared with the RoBERTa embeddings of
-# "a photo of {}." for the 400 class names.  Frames are normalised with
-# CLIP's mean/std x 256, as iCAR's zero-shot evaluation does.  Test only:
+# the 400 class names, averaged over the authors' 28 Kinetics templates
+# (templates='kinetics28'; `single` for "a photo of {}." alone).  Frames are
+# normalised with CLIP's mean/std x 256, as iCAR's zero-shot evaluation does.
+# Text tower: frozen (nothing is trained; the class embeddings are iCAR's).
+# Test only:
 #   tools/test.py configs/action/icar_swinb_k400_zeroshot.py \
 #       data/pretrained/icar_swinb.pth [--vocabulary my_classes.txt]
 # (ICARRecognizer3D reads the official iCAR file directly).

@@ -1,8 +1,9 @@
 # Semantic segmentation on your own ADE20K-format dataset with the
 # open-vocabulary pixel classifier (walk-through: docs/new_task.md).
 # Everything is inherited from the public iCAR Swin-T UperNet recipe
-# (icar_swint_upernet_ade20k_160k.py: 512x512 crops, AdamW, frozen RoBERTa
-# text tower, 80 prompt templates); only three things change:
+# (icar_swint_upernet_ade20k_160k.py: 512x512 crops, AdamW, 80 prompt
+# templates); only three things change, and the RoBERTa text tower, which
+# that recipe trains, stays frozen here (open vocabulary, see 2.):
 #   1. the dataset: images + label maps in the ADE20K layout under data_root
 #      (label 0 = unlabelled, ignored; classes are 1..N);
 #   2. the vocabulary file: the N class names in label order, one per line,
@@ -47,10 +48,14 @@ test_dataloader = val_dataloader
 # 2. the vocabulary --------------------------------------------------------
 vocabulary = data_root + 'vocabulary.txt'
 num_classes = len(classes)
+# Text tower: frozen, so that class names never annotated keep iCAR's
+# embeddings (training it would move only the annotated ones) and no AdamW
+# state is spent on it (RoBERTa-base: 1491 MB per GPU saved).
 model = dict(
     decode_head=dict(
         num_classes=num_classes,
-        text_classifier=dict(vocabulary=vocabulary)),
+        text_classifier=dict(
+            vocabulary=vocabulary, freeze_text_encoder=True)),
     auxiliary_head=dict(num_classes=num_classes))
 
 # 3. the schedule: 20k iterations, validation and checkpoints every 2k -----

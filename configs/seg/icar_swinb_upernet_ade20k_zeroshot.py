@@ -13,7 +13,8 @@
 #   tools/test.py configs/seg/icar_swinb_upernet_ade20k_zeroshot.py \
 #       data/pretrained/icar_swinb.pth [--vocabulary my_classes.txt]
 # (the segmentor reads official iCAR files and tools/convert_icar.py outputs
-# directly).  Test only: there is nothing to train.
+# directly).  Test only: there is nothing to train.  Text tower: frozen
+# (zero-shot: the class embeddings are iCAR's own).
 _base_ = [
     '../_base_/datasets/ade20k.py', '../_base_/default_runtime_seg.py',
     '../_base_/models/roberta_base_arch.py'

@@ -1,4 +1,7 @@
-# iCAR Swin-T + UperNet, ADE20K-150, 512x512, 160k iterations, batch 16.
+# iCAR Swin-T + UperNet, ADE20K-150, 512x512, 160k iterations, batch 16;
+# the recipe of icar_swinb_upernet_ade20k_160k.py: text tower trained at the
+# base lr (as the iCAR authors do; +1491 MB of AdamW state per GPU for
+# RoBERTa-base, see there).
 _base_ = ['./icar_swinb_upernet_ade20k_160k.py']
 icar_checkpoint = 'data/pretrained/icar_swint.pth'
 model = dict(

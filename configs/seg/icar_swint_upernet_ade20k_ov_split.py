@@ -1,5 +1,5 @@
 # Open-vocabulary ADE20K split with iCAR Swin-T + UperNet (see the Swin-B
-# config for the protocol).
+# config for the protocol); text tower frozen, as there.
 _base_ = ['./icar_swinb_upernet_ade20k_ov_split.py']
 icar_checkpoint = 'data/pretrained/icar_swint.pth'
 model = dict(

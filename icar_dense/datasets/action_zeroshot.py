@@ -13,7 +13,12 @@ also the vocabulary the text classifier is given.  Examples:
 * Kinetics-600 novel-class split 1: ``ann_file=
   'kinetics600_val_list_videos.txt'`` (labels 0..599),
   ``label_names='kinetics600_classnames.txt'``, ``classes=
-  'k600_novel_split1.txt'`` (the 160 names of that split).
+  'k600_novel_split1.txt'`` (the 160 names of that split);
+* Kinetics-600 novel classes as the iCAR authors evaluate them (one test
+  over every Kinetics-600 class that is not a Kinetics-400 class):
+  ``label_names='kinetics600_classnames.txt'``,
+  ``exclude_classes='kinetics400'`` -- the subset is computed here from the
+  two class lists (:func:`novel_classes`), never typed by hand.
 
 Class lists are read by :func:`icar_dense.models.text.load_vocabulary`
 (``.txt`` one name per line with optional ``name: description``, ``.json``,
@@ -24,12 +29,45 @@ from typing import List, Optional, Sequence, Union
 
 from mmaction.datasets import VideoDataset
 from mmaction.registry import DATASETS
+from mmengine.logging import print_log
 
 from icar_dense.models.text import Vocabulary, load_vocabulary, readable_name
 
 
 def _key(name: str) -> str:
     return readable_name(name).lower()
+
+
+def novel_classes(names: Sequence[str],
+                  seen: Sequence[str],
+                  ignore_case: bool = False) -> List[str]:
+    """The classes of ``names`` that are not in ``seen``, in ``names`` order.
+
+    Names are compared after :func:`readable_name` (``_`` and spaces alike);
+    case counts unless ``ignore_case``.  Case-sensitive is the iCAR authors'
+    Kinetics-600-novel list (a plain set difference of the official names:
+    232 classes), which keeps ``"passing american football (not in game)"``
+    because Kinetics-400 capitalises ``American``; ``ignore_case=True``
+    counts it as seen (231 classes).  Seen names missing from ``names``
+    (Kinetics-400 classes renamed or split in Kinetics-600, e.g. ``"dying
+    hair"`` -> ``"dyeing hair"``) exclude nothing.
+
+    Args:
+        names (list[str]): All classes of the target dataset.
+        seen (list[str]): Classes to leave out (e.g. Kinetics-400's).
+        ignore_case (bool): Compare names case-insensitively.
+            Defaults to False.
+
+    Returns:
+        list[str]: The novel names, spelled as in ``names``.
+    """
+
+    def key(name: str) -> str:
+        name = readable_name(name)
+        return name.lower() if ignore_case else name
+
+    excluded = {key(n) for n in seen}
+    return [n for n in names if key(n) not in excluded]
 
 
 @DATASETS.register_module()
@@ -45,6 +83,14 @@ class ZeroShotVideoDataset(VideoDataset):
         classes (str | list[str], optional): Subset of ``label_names`` to
             test on (file or list), matched by name (case and ``_`` vs space
             ignored).  None keeps all classes.
+        exclude_classes (str | list[str], optional): Classes to leave out
+            (file, list or dataset vocabulary such as ``'kinetics400'``),
+            applied after ``classes``: the rest is tested, in label order
+            (:func:`novel_classes`).  Names of it that are not classes of
+            the list are ignored (a seen class may be absent from the
+            target dataset).  None leaves nothing out.
+        exclude_ignore_case (bool): Match ``exclude_classes`` ignoring case.
+            Defaults to False, the iCAR authors' set difference.
         descriptions (bool | str | dict): Passed to ``load_vocabulary``.
             Defaults to True.
         **kwargs: ``VideoDataset`` arguments (``data_prefix``,
@@ -57,12 +103,17 @@ class ZeroShotVideoDataset(VideoDataset):
                  label_names: Union[str, Sequence[str]],
                  classes: Optional[Union[str, Sequence[str]]] = None,
                  descriptions: Union[bool, str, dict] = True,
+                 exclude_classes: Optional[Union[str, Sequence[str]]] = None,
+                 exclude_ignore_case: bool = False,
                  **kwargs) -> None:
         if kwargs.get('multi_class'):
             raise ValueError('ZeroShotVideoDataset: multi_class lists are '
                              'not supported (one label per video)')
         self.full_vocabulary = load_vocabulary(label_names, descriptions)
         self.vocabulary = self._select(self.full_vocabulary, classes)
+        if exclude_classes is not None:
+            self.vocabulary = self._exclude(self.vocabulary, exclude_classes,
+                                            exclude_ignore_case)
         index = {_key(n): i for i, n in enumerate(self.full_vocabulary.names)}
         self._new_label = {
             index[_key(n)]: i
@@ -88,6 +139,28 @@ class ZeroShotVideoDataset(VideoDataset):
                           [list(full.descriptions[r]) for r in rows],
                           f'{full.source} (subset {classes!r})' if isinstance(
                               classes, str) else full.source)
+
+    @staticmethod
+    def _exclude(vocab: Vocabulary, exclude_classes,
+                 ignore_case: bool) -> Vocabulary:
+        seen = load_vocabulary(exclude_classes, descriptions=False).names
+        kept = novel_classes(vocab.names, seen, ignore_case)
+        if not kept:
+            raise ValueError(
+                f'ZeroShotVideoDataset: every class of {vocab.source} is in '
+                f'exclude_classes ({exclude_classes!r}): nothing to test')
+        rows = {n: i for i, n in enumerate(vocab.names)}
+        where = (exclude_classes
+                 if isinstance(exclude_classes, str) else 'a list')
+        print_log(
+            f'ZeroShotVideoDataset: {len(kept)} of the {len(vocab)} classes '
+            f'of {vocab.source} are not in {where} ({len(seen)} classes, '
+            f'{len(vocab) - len(kept)} of them found and left out'
+            f'{", case ignored" if ignore_case else ""})',
+            logger='current')
+        return Vocabulary(kept,
+                          [list(vocab.descriptions[rows[n]]) for n in kept],
+                          f'{vocab.source} (without {where})')
 
     def load_data_list(self) -> List[dict]:
         try:

@@ -27,6 +27,13 @@ Returned / logged metrics: ``<split>/<metric>`` for every split and
 ``<metric>_mean`` / ``<metric>_std`` (population std, ``ddof=0``, as the
 spread of the three reported numbers).  The whole table is written to
 ``<work_dir>/<result_file>`` (default ``multi_split_results.json``).
+
+A single split is one evaluation (the iCAR authors' protocols: UCF101 /
+HMDB51 on split 1 only, Kinetics-600 novel classes as one test over all of
+them): the loop still gives the model the dataset's classes, but reports the
+metrics under their plain names (``acc/top1``, also ``<split>/acc/top1``),
+with no mean / std, and the JSON holds ``metrics`` instead of ``mean`` /
+``std``.
 """
 import copy
 import os.path as osp
@@ -46,12 +53,18 @@ from icar_dense.engine.hooks import write_json_atomic
 def summarize_splits(per_split: Dict[str, Dict[str, float]]) -> OrderedDict:
     """``<split>/<metric>`` plus ``<metric>_mean`` / ``<metric>_std``.
 
-    Only metrics present in every split are aggregated.
+    Only metrics present in every split are aggregated.  With one split
+    (one evaluation) the metrics keep their plain names instead of getting
+    a mean and a zero std.
     """
     flat = OrderedDict()
+    if len(per_split) == 1:
+        flat.update(next(iter(per_split.values())))
     for name, metrics in per_split.items():
         for key, value in metrics.items():
             flat[f'{name}/{key}'] = value
+    if len(per_split) == 1:
+        return flat
     common = None
     for metrics in per_split.values():
         keys = [
@@ -179,6 +192,9 @@ class MultiSplitTestLoop(TestLoop):
         return metrics
 
     def _report(self, per_split: Dict[str, dict], metrics: dict) -> None:
+        if len(per_split) == 1:
+            self._report_single(per_split)
+            return
         lines: List[str] = []
         means = [k for k in metrics if k.endswith('_mean')]
         for key in means:
@@ -205,3 +221,23 @@ class MultiSplitTestLoop(TestLoop):
                     },
                     std_ddof=0), path)
             print_log(f'MultiSplitTestLoop: wrote {path}', logger='current')
+
+    def _report_single(self, per_split: Dict[str, dict]) -> None:
+        name, metrics = next(iter(per_split.items()))
+        print_log(
+            f'MultiSplitTestLoop results (one evaluation: {name})\n' +
+            '\n'.join(f'{key}: {_fmt(value)}'
+                      for key, value in metrics.items()),
+            logger='current')
+        if is_main_process():
+            path = osp.join(self.runner.work_dir, self.result_file)
+            write_json_atomic(
+                dict(
+                    checkpoint=self.runner.cfg.get('load_from'),
+                    splits=per_split,
+                    metrics=dict(metrics)), path)
+            print_log(f'MultiSplitTestLoop: wrote {path}', logger='current')
+
+
+def _fmt(value) -> str:
+    return f'{value:.4f}' if isinstance(value, float) else str(value)

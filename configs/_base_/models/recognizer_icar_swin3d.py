@@ -2,8 +2,18 @@
 # inflated from the iCAR Swin-B image encoder, with the iCAR language head:
 # clip features averaged over time and space, dropout, visual projection
 # (1024 -> 256, from the checkpoint's visual_model.projector), cosine with the
-# RoBERTa embeddings of the class prompts / tau (0.05).  Video uses the
-# single template "a photo of {}." (one prompt per class, train and test).
+# RoBERTa embeddings of the class prompts / tau (0.05).
+#
+# Prompts: the 28 Kinetics templates of the iCAR authors' video language head
+# (templates='kinetics28': "a {photo,video,example,demonstration} of {}.",
+# "... of a person {}." and "... of a person using / doing / during /
+# performing / practicing {}."): one drawn at random per class per training
+# step, all 28 averaged at test (normalise, mean, normalise).  The single
+# template "a photo of {}." stays selectable:
+#   --cfg-options model.cls_head.text_classifier.templates=single
+#
+# Text tower: frozen here (test-only and zero-shot configs inherit that);
+# the Kinetics-400 fine-tuning configs train it, as the authors did.
 #
 # Weights: `backbone.pretrained` and the text classifier's init_cfg name an
 # official iCAR checkpoint (set by the configs in configs/action/); the
@@ -52,7 +62,7 @@ model = dict(
                 max_length=16,
                 embed_dim=256),
             vocabulary='kinetics400',
-            templates='single',
+            templates='kinetics28',
             tau=0.05,
             learnable_tau=False,
             background=False,

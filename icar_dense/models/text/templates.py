@@ -7,9 +7,57 @@ import torch
 
 from .vocabulary import Vocabulary
 
-__all__ = ['get_templates', 'PromptSet', 'build_prompts', 'SINGLE_TEMPLATE']
+__all__ = [
+    'get_templates', 'PromptSet', 'build_prompts', 'SINGLE_TEMPLATE',
+    'KINETICS28_TEMPLATES', 'TEMPLATE_SETS'
+]
 
 SINGLE_TEMPLATE = 'a photo of {}.'
+
+
+# The 28 Kinetics templates of the iCAR authors' video language head
+# (weiyx16/Video-Swin-Transformer, mmaction/models/heads/language_head.py,
+# ``LanguageHead.templates``; their final version, which replaced 16 ActionCLIP
+# prompts kept there as a comment): 4 nouns (photo, video, example,
+# demonstration) x 7 forms, in the authors' order and spelling ("a example").
+# Training draws one per class per step; testing averages all 28 (normalise,
+# mean, normalise), as PromptSet does for every set.
+KINETICS28_TEMPLATES = (
+    'a photo of {}.',
+    'a photo of a person {}.',
+    'a photo of a person using {}.',
+    'a photo of a person doing {}.',
+    'a photo of a person during {}.',
+    'a photo of a person performing {}.',
+    'a photo of a person practicing {}.',
+    'a video of {}.',
+    'a video of a person {}.',
+    'a video of a person using {}.',
+    'a video of a person doing {}.',
+    'a video of a person during {}.',
+    'a video of a person performing {}.',
+    'a video of a person practicing {}.',
+    'a example of {}.',
+    'a example of a person {}.',
+    'a example of a person using {}.',
+    'a example of a person doing {}.',
+    'a example of a person during {}.',
+    'a example of a person performing {}.',
+    'a example of a person practicing {}.',
+    'a demonstration of {}.',
+    'a demonstration of a person {}.',
+    'a demonstration of a person using {}.',
+    'a demonstration of a person doing {}.',
+    'a demonstration of a person during {}.',
+    'a demonstration of a person performing {}.',
+    'a demonstration of a person practicing {}.',
+)
+
+# Named sets of this module (besides mmseg's, see get_templates).
+TEMPLATE_SETS = {
+    'single': (SINGLE_TEMPLATE, ),
+    'kinetics28': KINETICS28_TEMPLATES,
+}
 
 
 def _mmseg_templates(name: str) -> List[str]:
@@ -18,7 +66,8 @@ def _mmseg_templates(name: str) -> List[str]:
     from mmseg.utils.get_templates import PREDEFINED_TEMPLATES
     if name not in PREDEFINED_TEMPLATES:
         raise ValueError(
-            f'Unknown template set {name!r}: use "imagenet80", "single", one '
+            f'Unknown template set {name!r}: use "imagenet80", "single", '
+            '"kinetics28", one '
             f'of mmseg\'s {sorted(PREDEFINED_TEMPLATES)} or a list of '
             'strings containing "{}".')
     return list(PREDEFINED_TEMPLATES[name])
@@ -29,16 +78,18 @@ def get_templates(templates: Union[str, Sequence[str]]) -> List[str]:
 
     Args:
         templates (str | list[str]): ``'imagenet80'`` (CLIP's 80 ImageNet
-            templates), ``'single'`` (``"a photo of {}."``), another template
-            set of ``mmseg.utils.get_templates`` (e.g. ``'vild'``), or a list
-            of strings each containing ``{}``.
+            templates), ``'single'`` (``"a photo of {}."``), ``'kinetics28'``
+            (the 28 Kinetics templates of the iCAR authors' video language
+            head, ``KINETICS28_TEMPLATES``), another template set of
+            ``mmseg.utils.get_templates`` (e.g. ``'vild'``), or a list of
+            strings each containing ``{}``.
 
     Returns:
         list[str]: The templates.
     """
     if isinstance(templates, str):
-        if templates == 'single':
-            return [SINGLE_TEMPLATE]
+        if templates in TEMPLATE_SETS:
+            return list(TEMPLATE_SETS[templates])
         if templates == 'imagenet80':
             result = _mmseg_templates('imagenet')
             if len(result) != 80:
