@@ -140,3 +140,35 @@ def test_arch_spellings_match_the_video_backbone():
     for arch in ('t', 'T', 'Tiny'):
         model = ICARSwinTransformer(arch=arch)
         assert model.arch == 'tiny' and model.out_channels[0] == 96
+
+
+def test_openmmlab_absolute_pos_embed_is_loaded_and_resized(tmp_path):
+    """An OpenMMLab Swin trained with use_abs_pos_embed (1, h*w, C): loaded
+    as is at its own size, resized for a model of another pre-training
+    size; inputs of another grid get it interpolated."""
+    torch.manual_seed(0)
+    reference = SwinTransformer(**TINY, out_indices=(0, 1, 2, 3),
+                                use_abs_pos_embed=True, pretrain_img_size=48)
+    reference.init_weights()
+    reference.absolute_pos_embed.data.normal_()  # well above trunc .02
+    reference.eval()
+    path = str(tmp_path / 'mm_abs.pth')
+    torch.save(dict(state_dict={'backbone.' + k: v for k, v in
+                                reference.state_dict().items()}), path)
+
+    def model(size):
+        m = ICARSwinTransformer(
+            arch=None, **TINY, use_abs_pos_embed=True, pretrain_img_size=size,
+            init_cfg=dict(type='Pretrained', checkpoint=path))
+        m.init_weights()
+        return m.eval()
+
+    x = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        # maps 12, 6, 3, 2: no odd block where a map fits the window 3, so
+        # mmdet's Swin is the reference here
+        torch.testing.assert_close(model(48)(x)[3], reference(x)[3],
+                                   rtol=1e-5, atol=1e-5)
+        bigger = model(64)
+        assert bigger.absolute_pos_embed.shape == (1, 16 * 16, 16)
+        assert bigger(torch.rand(1, 3, 40, 56))[0].shape[-2:] == (10, 14)

@@ -10,6 +10,11 @@ model = dict(
         type='ICARSwinTransformer',
         arch='base',
         out_indices=(3, ),
+        # iCAR's absolute position embedding (pos_embed, trained at 224 px):
+        # the authors' Swin adds it; at the 224 px crop below the features
+        # are then the pre-trained model's (dense configs drop it)
+        use_abs_pos_embed=True,
+        pretrain_img_size=224,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
     text_classifier=dict(
         type='TextClassifier',

@@ -19,6 +19,13 @@ visual backbone uses once its own renames are undone).  It adds
   loaded into the model (``load_state_dict``, ``Runner.load_checkpoint``,
   ``tools/test.py``), so a model trained with temporal window 8 can be
   tested with window 4 or 16.
+
+Its forward is already the authors' (weiyx16/Video-Swin-Transformer, whose
+backbone is Video Swin's): per axis, a feature map no larger than the window
+is attended as one window, without shift along that axis
+(``get_window_size``), e.g. along time for short clips and in space for the
+7x7 last stage at 224 px.  iCAR's absolute ``pos_embed`` has no place in
+Video Swin and is dropped with one log line, as the authors' code drops it.
 """
 import contextlib
 import re
@@ -156,6 +163,22 @@ def _original_swin_2d(state_dict, source):
     return OrderedDict(
         (k[len('backbone.'):] if k.startswith('backbone.') else k, v)
         for k, v in state_dict.items() if not k.startswith('head.'))
+
+
+def _drop_pos_embed(state_dict, source, logger):
+    """Drop iCAR's absolute position embedding, with one log line.
+
+    The authors' Video Swin has no absolute position embedding (its
+    ``inflate_weights`` leaves ``pos_embed`` to ``strict=False``); neither
+    has ours.
+    """
+    pos = state_dict.pop('pos_embed', None)
+    if pos is not None:
+        print_log(
+            f'ICARSwinTransformer3D: pos_embed {tuple(pos.shape)} of '
+            f'{source} not used (Video Swin has no absolute position '
+            "embedding; the authors' video code drops it too)",
+            logger=logger)
 
 
 def _strip_prefix(state_dict, prefix):
@@ -422,6 +445,7 @@ class ICARSwinTransformer3D(SwinTransformer3D):
             self._load_3d(state_dict, path, logger)
         else:
             sd2d = _original_swin_2d(state_dict, path)
+            _drop_pos_embed(sd2d, path, logger)
             expected = {k for k in self.state_dict() if _INDEX not in k}
             last = self.num_layers - 1
             given = {re.sub(r'^norm\.', f'norm{last}.', k) for k in sd2d}
