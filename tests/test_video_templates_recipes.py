@@ -188,9 +188,6 @@ def action_env(tmp_path_factory):
 
 
 def _tiny_action_model(cfg, env):
-    from mmaction.registry import MODELS
-    from mmengine.registry import init_default_scope
-    init_default_scope('mmaction')
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.update(
         arch=None,
@@ -211,7 +208,15 @@ def _tiny_action_model(cfg, env):
         tokenizer=env['tok'],
         max_length=16,
         embed_dim=16)
-    return MODELS.build(model_cfg)
+    return _build('mmaction', model_cfg)
+
+
+def _build(scope, cfg):
+    """Build a model in ``scope`` without leaving it as the default scope
+    of the later tests."""
+    from mmengine.registry import MODELS, DefaultScope
+    with DefaultScope.overwrite_default_scope(scope):
+        return MODELS.build(cfg)
 
 
 @pytest.mark.parametrize('name', K400_FINETUNE)
@@ -283,9 +288,6 @@ def seg_env(tmp_path_factory, tiny_ade_root):
 def _tiny_seg(name, env):
     from helpers_seg import shrink
     from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
     cfg = Config.fromfile(osp.join(SEG, name))
     tiny = shrink(cfg, env['data'], env['root'] / name[:-3],
                   env['icar']['path'], env['tok'])
@@ -295,7 +297,7 @@ def _tiny_seg(name, env):
         tiny.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
         tiny.model.auxiliary_head.norm_cfg = dict(
             type='BN', requires_grad=True)
-    model = MODELS.build(tiny.model)
+    model = _build('mmseg', tiny.model)
     wrapper = (
         build_optim_wrapper(model, tiny.optim_wrapper)
         if tiny.get('optim_wrapper') else None)
