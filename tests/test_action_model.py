@@ -96,8 +96,9 @@ def test_image_checkpoint_through_load_state_dict(image_model):
     _, path, _ = image_model
     reference = _video_model(pretrained=path)
     reference.init_weights()
-    from icar_dense.utils.checkpoint import split_icar_state_dict
-    swin2d = split_icar_state_dict(torch.load(path)['model'])['swin']
+    from icar_dense.utils.checkpoint import (load_checkpoint_file,
+                                             split_icar_state_dict)
+    swin2d = split_icar_state_dict(load_checkpoint_file(path)['model'])['swin']
     model = _video_model()
     model.load_state_dict(swin2d, strict=False)
     for key, value in reference.state_dict().items():

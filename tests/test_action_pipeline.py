@@ -25,7 +25,7 @@ import icar_dense  # noqa: F401
 from data_factory import load_photo
 from helpers_text import (build_tokenizer_dir, tiny_roberta_config,
                           tokenizer_size)
-from icar_layout import icar_checkpoint
+from icar_layout import captured_mm_log, icar_checkpoint
 
 from conftest import REPO, write_lines  # noqa: E402
 CONFIG_DIR = osp.join(REPO, 'configs', 'action')
@@ -396,8 +396,22 @@ def test_k400_zeroshot_from_official_icar_file(arch, action_data, tmp_path):
     cfg = _load(f'icar_{arch}_k400_zeroshot.py', action_data, str(tmp_path))
     cfg.load_from = action_data['icar']  # tools/test.py CONFIG ICAR_FILE
     runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    with captured_mm_log() as messages:
+        metrics = runner.test()
     assert 'acc/top1' in metrics
+    # the authors' file as saved: training state skipped, buffers and
+    # unused weights in one line, none of them missing / unexpected
+    assert sum("using its 'model' entry" in m for m in messages) == 1
+    rebuilt = [m for m in messages if 'rebuilt / unused' in m]
+    assert len(rebuilt) == 1
+    for name in ('relative_coords', 'atten_mask_matrix', 'pos_embed',
+                 'position_ids', 'pooler'):
+        assert name in rebuilt[0], (name, rebuilt[0])
+    for message in messages:
+        if 'unexpected' in message or 'missing' in message:
+            for name in ('atten_mask_matrix', 'relative_coords', 'pos_embed',
+                         'pooler', 'position_ids', 'args'):
+                assert name not in message, (name, message)
     model = runner.model
     kernel = action_data['swin2d']['patch_embed.projection.weight']
     torch.testing.assert_close(model.backbone.patch_embed.proj.weight,

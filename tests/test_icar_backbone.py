@@ -8,7 +8,8 @@ from mmdet.models.backbones import SwinTransformer
 import icar_dense  # noqa: F401
 from icar_dense.models.backbones import ICARSwinTransformer
 from icar_dense.utils.checkpoint import (CheckpointError, detect_layout,
-                                         infer_swin_arch)
+                                         infer_swin_arch,
+                                         load_checkpoint_file)
 from icar_layout import icar_checkpoint
 
 TINY = dict(embed_dims=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4),
@@ -52,12 +53,19 @@ def test_official_icar_checkpoint_round_trip(tmp_path, capsys):
     proj = torch.randn(8, 128)
     official = tmp_path / 'icar_official.pth'
     torch.save(icar_checkpoint(reference.state_dict(), 3, proj), official)
-    assert detect_layout(torch.load(official)['model']) == 'icar'
+    # the authors' file as saved (args: an argparse.Namespace), read safely
+    assert detect_layout(load_checkpoint_file(official)['model']) == 'icar'
 
     converted_path = tmp_path / 'converted.pth'
     converted, meta = convert(str(official), str(converted_path))
     printed = capsys.readouterr().out
     assert '[backbone] matched' in printed and 'unexpected 0' in printed
+    # the authors' buffers: rebuilt, not "unexpected"; the norms explained
+    rebuilt = [line for line in printed.splitlines()
+               if line.startswith('[rebuilt / unused]')]
+    assert len(rebuilt) == 1 and 'relative_coords' in rebuilt[0] and \
+        'atten_mask_matrix' in rebuilt[0]
+    assert '[backbone] norm0, norm1, norm2 initialised' in printed
     assert meta['swin'] == dict(TINY, depths=tuple(TINY['depths']),
                                 num_heads=tuple(TINY['num_heads']))
     assert torch.equal(converted['text_classifier.visual_proj.weight'], proj)

@@ -378,4 +378,30 @@ def test_upernet_reads_icar_checkpoint_without_misfit_projection(tok, icar):
     assert torch.equal(model2.state_dict()['backbone.norm3.weight'],
                        sd['backbone.norm3.weight'])
     assert isinstance(model, ICAREncoderDecoder)
+
+
+def test_icar_file_buffers_are_rebuilt_not_missing(tok, icar):
+    """The authors' file as saved, as a test checkpoint (``load_from``,
+    demo): training state skipped in one line, the authors' buffers and
+    unused weights in one "rebuilt / unused" line, none of them (nor the
+    relative position indices) in mmengine's missing / unexpected list."""
+    from icar_layout import captured_mm_log
+    model = build(upernet_cfg(tok))
+    with captured_mm_log() as messages:
+        load_checkpoint(model, icar['path'], map_location='cpu')
+    assert sum("using its 'model' entry" in m for m in messages) == 1
+    rebuilt = [m for m in messages if 'rebuilt / unused' in m]
+    assert len(rebuilt) == 1
+    for name in ('relative_coords', 'atten_mask_matrix', 'pos_embed',
+                 'position_ids', 'pooler'):
+        assert name in rebuilt[0], (name, rebuilt[0])
+    layout = [m for m in messages if 'official iCAR layout' in m]
+    assert len(layout) == 1 and 'norm0..norm2' in layout[0]
+    for message in messages:
+        for word in ('unexpected key', 'missing keys'):
+            if word in message:
+                tail = message[message.index(word):]
+                for name in ('relative_position_index', 'atten_mask_matrix',
+                             'pos_embed', 'pooler', 'position_ids', 'args'):
+                    assert name not in tail, (name, message)
     assert isinstance(model.auxiliary_head, ICARFCNHead)

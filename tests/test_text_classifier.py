@@ -380,19 +380,19 @@ def test_official_icar_checkpoint_loads(tok_dir, tmp_path):
         config=tiny_roberta_config(tokenizer_size(tok_dir)),
         tokenizer=tok_dir,
         embed_dim=16)
-    model = {
-        'sentence_model.' + k: v
-        for k, v in reference.state_dict().items()
-    }
-    # what a checkpoint written with an older transformers also holds
-    model['sentence_model.backbone.embeddings.position_ids'] = \
-        torch.arange(40)[None]
-    model['sentence_model.backbone.pooler.dense.weight'] = torch.randn(32, 32)
-    model['visual_model.projector.weight'] = torch.randn(16, 8)
-    model['visual_model.backbone.patch_embed.proj.weight'] = torch.randn(
-        4, 3, 4, 4)
+    # the authors' file as saved: training state and an argparse.Namespace
+    # beside 'model', whose text tower (older transformers) has
+    # embeddings.position_ids and the unused pooler
+    from mmdet.models.backbones import SwinTransformer
+    from icar_layout import captured_mm_log, icar_checkpoint
+    swin = SwinTransformer(embed_dims=4, depths=(1, 2), num_heads=(1, 1),
+                           window_size=3, out_indices=(1, ))
+    checkpoint = icar_checkpoint(swin.state_dict(), 1, torch.randn(16, 8),
+                                 reference.state_dict())
+    model = checkpoint['model']
+    assert 'sentence_model.backbone.pooler.dense.weight' in model
     path = str(tmp_path / 'icar_official.pth')
-    torch.save({'model': model, 'epoch': 30}, path)
+    torch.save(checkpoint, path)
 
     clf = _classifier(
         tok_dir,
@@ -401,7 +401,14 @@ def test_official_icar_checkpoint_loads(tok_dir, tmp_path):
             type='Pretrained', checkpoint=path, prefix='text_classifier.'))
     assert not torch.equal(clf.text_encoder.projector.weight,
                            reference.projector.weight)
-    clf.init_weights()
+    with captured_mm_log() as messages:
+        clf.init_weights()
+    assert sum("skipped 4 top-level entries" in m for m in messages) == 1
+    rebuilt = [m for m in messages if 'rebuilt / unused' in m]
+    assert len(rebuilt) == 1 and '1 x position_ids' in rebuilt[0] and \
+        '2 x pooler' in rebuilt[0]
+    loaded = [m for m in messages if m.startswith('TextClassifier: loaded')]
+    assert len(loaded) == 1 and 'unexpected' not in loaded[0]
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(clf.text_encoder.state_dict()[key], value)
     torch.testing.assert_close(clf.visual_proj.weight,

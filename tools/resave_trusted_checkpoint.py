@@ -3,10 +3,12 @@
     python tools/resave_trusted_checkpoint.py IN.pth OUT.pth
 
 icar_dense loads every checkpoint with ``weights_only=True``; files holding
-arbitrary Python objects are refused because unpickling them can run code.
-This script unpickles IN.pth fully (ONLY run it on files from a source you
-trust) and writes OUT.pth with tensors, numbers, strings and containers
-only; anything else is dropped and listed.
+arbitrary Python objects are refused because unpickling them can run code
+(the iCAR authors' files, whose ``args`` is an ``argparse.Namespace``, load
+as they are and need no re-saving).  This script unpickles IN.pth fully
+(ONLY run it on files from a source you trust) and writes OUT.pth with
+tensors, numbers, strings and containers only (an ``argparse.Namespace``
+becomes a dict of its fields); anything else is dropped and listed.
 """
 import argparse
 import numbers
@@ -27,6 +29,8 @@ def plain(obj, path, dropped):
         return torch.from_numpy(obj.copy())
     if obj is None or isinstance(obj, (str, bool, numbers.Number)):
         return obj.item() if hasattr(obj, 'item') else obj
+    if isinstance(obj, argparse.Namespace):
+        obj = vars(obj)
     if isinstance(obj, dict):
         kept = {}
         for key, value in obj.items():

@@ -19,7 +19,9 @@ from mmengine.dataset import Compose
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
-from icar_dense.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
+from icar_dense.utils.checkpoint import (ICAR_PREFIXES, CheckpointError,
+                                         load_checkpoint_file,
+                                         unwrap_state_dict)
 from .pipeline import inference_pipeline
 
 
@@ -38,6 +40,15 @@ def load_detector_checkpoint(model: torch.nn.Module, path: str) -> dict:
     """
     checkpoint = load_checkpoint_file(path)
     state_dict = unwrap_state_dict(checkpoint, path)
+    if any(k.startswith(ICAR_PREFIXES) for k in state_dict):
+        # read safely, but it is a pre-training file: no RPN / RoI heads
+        raise CheckpointError(
+            f'{path} is an iCAR pre-training checkpoint (visual_model.* / '
+            'sentence_model.*): it has the Swin and the text tower but no '
+            'detection heads, so it cannot detect by itself. Pass a detector '
+            'trained from it (tools/train.py CONFIG; the config names it in '
+            "the backbone's and text classifiers' init_cfg), or 'none' to "
+            "build the config's model from its init_cfg files.")
     state_dict = {(k[len('module.'):] if k.startswith('module.') else k): v
                   for k, v in state_dict.items()}
     missing, unexpected = model.load_state_dict(state_dict, strict=False)

@@ -1,18 +1,32 @@
 """Safe checkpoint loading and the official iCAR checkpoint layout.
 
-The official iCAR release stores ``torch.load(path)['model']`` as one flat
-state dict with three prefixes:
+The authors' training code saves ``{'model', 'optimizer', 'epoch', 'scaler',
+'args', ...}`` with ``args`` an ``argparse.Namespace``.
+:func:`load_checkpoint_file` reads such a file with ``weights_only=True``
+and ``argparse.Namespace`` allowed (it holds values, no code), keeps the
+``model`` entry and names the skipped entries in one log line.
+
+``model`` is one flat state dict with three prefixes:
 
 * ``visual_model.backbone.*`` -- Swin in the original Swin-Transformer key
   names, with iCAR's own renames (``rel_pos_embed_table``,
-  ``relative_coords``, ``.channel_reduction.``);
+  ``relative_coords``, ``.channel_reduction.``), the shift masks
+  ``atten_mask_matrix`` and the absolute position embedding ``pos_embed``;
 * ``visual_model.projector.weight`` -- the visual projection (256 x C);
-* ``sentence_model.backbone.*`` -- RoBERTa in HuggingFace key names, and
+* ``sentence_model.backbone.*`` -- RoBERTa in HuggingFace key names (with
+  ``embeddings.position_ids`` and ``pooler.*`` from older transformers), and
   ``sentence_model.projector.weight`` -- the text projection (256 x 768).
 
 :func:`convert_icar_state_dict` turns it into the layout our modules use
-(``backbone.*`` in OpenMMLab Swin names, ``text_classifier.*``).
+(``backbone.*`` in OpenMMLab Swin names, ``text_classifier.*``).  Buffers
+the models rebuild and weights no downstream model uses are recognised by
+:func:`classify_checkpoint_keys` and reported by every loader in one
+"rebuilt / unused" log line (:func:`log_rebuilt_unused`), not as missing or
+unexpected keys.
 """
+import argparse
+import contextlib
+import logging
 import os.path as osp
 import pickle
 import re
@@ -36,22 +50,144 @@ _ICAR_SWIN_RENAMES = (
     ('.channel_reduction.', '.reduction.'),
 )
 
+# What the authors' saver pickles besides tensors, numbers, strings and
+# containers: ``args``, an argparse.Namespace.  Unpickling one creates the
+# object and fills its ``__dict__``; no code of the file runs.
+AUTHORS_SAFE_GLOBALS = (argparse.Namespace, )
+
+# Keys that are not weights to load, and why (group, pattern, reason).
+# Buffers are rebuilt by the models; the other entries no downstream model
+# uses.  ``pos_embed`` is listed only where the receiving model drops it.
+REBUILT_UNUSED = (
+    ('relative_coords',
+     re.compile(r'(^|\.)(relative_coords|relative_position_index)$'),
+     'relative position index buffers, rebuilt from the window size'),
+    ('atten_mask_matrix', re.compile(r'(^|\.)(atten_mask_matrix|attn_mask)$'),
+     'shifted-window attention masks, rebuilt for the input size'),
+    ('pos_embed', re.compile(r'(^|\.)pos_embed$'),
+     'absolute position embedding of the 224 px pre-training, not used by '
+     'this model (dense inputs; the authors\' downstream code drops it too)'),
+    ('position_ids', re.compile(r'(^|\.)embeddings\.position_ids$'),
+     'RoBERTa position ids buffer of older transformers, rebuilt'),
+    ('pooler', re.compile(r'(^|\.)pooler\.'),
+     'RoBERTa pooling layer, unused: the text feature is the mean of the '
+     'token features'),
+)
+# Per-stage output norms of OpenMMLab's Swin that the original Swin lacks.
+STAGE_NORM_NOTE = (
+    'OpenMMLab\'s Swin has a LayerNorm per output stage (out_indices) where '
+    'the original Swin has only the final one (loaded as norm{last}): '
+    'norm0..norm{last_but_one} are not in the checkpoint and start as '
+    'identity (weight 1, bias 0), learned in fine-tuning, as with any Swin '
+    'checkpoint in mmdet/mmseg')
+
+_ANSI = re.compile(r'\x1b\[[0-9;?]*[ -/]*[@-~]')
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with what to do about it."""
 
 
+def strip_ansi(text):
+    """``text`` without terminal escape codes (torch colours its errors)."""
+    return _ANSI.sub('', str(text))
+
+
+@contextlib.contextmanager
+def _authors_globals():
+    safe_globals = getattr(torch.serialization, 'safe_globals', None)
+    if safe_globals is not None:
+        with safe_globals(list(AUTHORS_SAFE_GLOBALS)):
+            yield
+        return
+    add = getattr(torch.serialization, 'add_safe_globals', None)
+    if add is not None:  # torch 2.4: no context manager
+        add(list(AUTHORS_SAFE_GLOBALS))
+    yield
+
+
+def _unsafe_globals(path):
+    """The globals of ``path`` the safe loader refuses (best effort)."""
+    lister = getattr(torch.serialization, 'get_unsafe_globals_in_checkpoint',
+                     None)
+    if lister is None:
+        return []
+    try:
+        with _authors_globals():
+            return list(lister(path))
+    except Exception:  # legacy (non-zip) files cannot be listed
+        return []
+
+
+def _refusal(path, err):
+    lines = [strip_ansi(line).strip() for line in str(err).splitlines()]
+    reason = next((line for line in lines if 'WeightsUnpickler error' in line),
+                  next((line for line in lines if line), ''))
+    reason = reason.replace('WeightsUnpickler error: ', '')
+    reason = reason.split(' Please use `torch.serialization')[0]
+    unsafe = _unsafe_globals(path)
+    holds = (f'it pickles {", ".join(unsafe)}' if unsafe else
+             'it contains objects that are not plain tensors/containers')
+    return CheckpointError(
+        f'refusing to load {path!r}: {holds}, which could run code when '
+        f'unpickled ({reason}). Accepted besides tensors and containers: '
+        'argparse.Namespace (the `args` of the iCAR authors\' checkpoints) '
+        'and the types mmengine stores. If you trust the file, re-save its '
+        'tensors once with `python tools/resave_trusted_checkpoint.py '
+        f'{path} OUT.pth` (that script unpickles it fully) and use OUT.pth.')
+
+
+def is_authors_training_file(checkpoint):
+    """Whether ``checkpoint`` is a file as the iCAR authors' saver wrote it:
+    a dict whose ``model`` entry is the flat iCAR state dict."""
+    model = checkpoint.get('model') if isinstance(checkpoint, dict) else None
+    return isinstance(model, dict) and any(
+        isinstance(k, str) and k.startswith(ICAR_PREFIXES) for k in model)
+
+
+def _describe_entry(key, value):
+    kind = type(value).__name__
+    return f'{key} ({kind})'
+
+
+def keep_model_entry(checkpoint, source='checkpoint', logger='current'):
+    """The authors' training file reduced to ``{'model': ...}``.
+
+    Their saver also stores the training state (``optimizer``, ``epoch``,
+    ``scaler``, ``args``, ...); none of it is needed to use the weights.
+    One log line names the skipped entries.  Other checkpoints are returned
+    unchanged.
+    """
+    if not is_authors_training_file(checkpoint) or len(checkpoint) == 1:
+        return checkpoint
+    skipped = [_describe_entry(k, v) for k, v in checkpoint.items()
+               if k != 'model']
+    from mmengine.logging import print_log
+    print_log(
+        f'{source}: an iCAR training checkpoint as the authors saved it: '
+        f"using its 'model' entry; skipped {len(skipped)} top-level "
+        f'entries (training state, not weights): {", ".join(skipped)}',
+        logger=logger)
+    return {'model': checkpoint['model']}
+
+
 def load_checkpoint_file(path, map_location='cpu'):
     """``torch.load`` with ``weights_only=True`` and a clear refusal.
 
-    Only tensors, containers and the allow-listed types (see
+    Only tensors, containers and the allow-listed types (``argparse.
+    Namespace``, see :data:`AUTHORS_SAFE_GLOBALS`, and mmengine's types, see
     :mod:`icar_dense.compat`) are unpickled: a file that would run code is
-    refused before anything executes.
+    refused before anything executes, with a message (free of terminal
+    escape codes) that names the file and the way to re-save it.  A file as
+    the iCAR authors saved it comes back as ``{'model': ...}`` (see
+    :func:`keep_model_entry`).
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path!r}')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with _authors_globals():
+            checkpoint = torch.load(
+                path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if 'Unsupported operand' in str(err):
             # bytes that are no pickle opcode: text, JSON, an HTML page...
@@ -59,18 +195,78 @@ def load_checkpoint_file(path, map_location='cpu'):
                 f'cannot read checkpoint {path!r}: not a torch file '
                 '(no pickle data; a text or HTML file saved as .pth?)'
             ) from err
-        raise CheckpointError(
-            f'refusing to load {path!r}: it contains objects that are not '
-            f'plain tensors/containers and could run code when unpickled '
-            f'({str(err).splitlines()[0]}). If you trust the file, re-save '
-            'its tensors once with `python tools/resave_trusted_checkpoint.py '
-            f'{path} OUT.pth` (that script unpickles it fully) and use '
-            'OUT.pth.') from err
+        raise _refusal(path, err) from err
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as err:
         # what the unpickler raises on bytes that are not a pickle
         raise CheckpointError(
             f'cannot read checkpoint {path!r} (truncated or not a torch '
-            f'file?): {type(err).__name__}: {err}') from err
+            f'file?): {type(err).__name__}: {strip_ansi(err)}') from err
+    return keep_model_entry(checkpoint, path)
+
+
+def classify_checkpoint_keys(keys):
+    """Sort checkpoint keys into the recognised rebuilt / unused groups.
+
+    Args:
+        keys (Iterable[str]): Keys a loader did not load (dropped,
+            unexpected or, for rebuilt buffers, missing).
+
+    Returns:
+        tuple[OrderedDict, list[str]]: ``{group: [keys]}`` for the keys of
+        :data:`REBUILT_UNUSED`, and the other keys in their order.
+    """
+    groups, rest = OrderedDict(), []
+    for key in keys:
+        for group, pattern, _ in REBUILT_UNUSED:
+            if pattern.search(key):
+                groups.setdefault(group, []).append(key)
+                break
+        else:
+            rest.append(key)
+    return groups, rest
+
+
+def describe_rebuilt_unused(keys):
+    """What the "rebuilt / unused" line says about ``keys`` (None if none is
+    recognised), and the keys that are not recognised."""
+    groups, rest = classify_checkpoint_keys(keys)
+    if not groups:
+        return None, rest
+    reasons = {group: reason for group, _, reason in REBUILT_UNUSED}
+    parts = []
+    for group, found in groups.items():
+        example = found[0] if len(found) == 1 else f'e.g. {found[0]}'
+        parts.append(f'{len(found)} x {group} ({reasons[group]}; {example})')
+    return '; '.join(parts), rest
+
+
+def log_rebuilt_unused(source, keys, logger='current'):
+    """Log the recognised ``keys`` in one line; return the others.
+
+    Every loader of the official layout sends what it did not load through
+    this function, so the authors' buffers (``relative_coords``,
+    ``atten_mask_matrix``), a dropped ``pos_embed`` and RoBERTa's
+    ``position_ids`` / ``pooler.*`` never show up as missing or unexpected.
+    """
+    body, rest = describe_rebuilt_unused(keys)
+    if body is not None:
+        from mmengine.logging import print_log
+        print_log(f'{source}: rebuilt / unused, not loaded: {body}',
+                  logger=logger, level=logging.INFO)
+    return rest
+
+
+def stage_norm_keys(keys):
+    """The keys of ``norm0..norm(N-2)`` (OpenMMLab Swin's per-stage output
+    norms absent from original/iCAR checkpoints) among ``keys``."""
+    return [k for k in keys
+            if re.match(r'^(.*backbone\.)?norm\d+\.(weight|bias)$', k)]
+
+
+def stage_norm_note(num_stages):
+    """One sentence on the per-stage norms a conversion leaves initialised."""
+    return STAGE_NORM_NOTE.format(last_but_one=num_stages - 2,
+                                  last=num_stages - 1)
 
 
 def save_checkpoint_file(obj, path):
@@ -119,16 +315,19 @@ def detect_layout(state_dict, source='checkpoint'):
         f'first keys: {keys[:5]}')
 
 
-def undo_icar_swin_renames(state_dict):
+def undo_icar_swin_renames(state_dict, rebuilt=None):
     """iCAR Swin keys -> original Swin-Transformer keys.
 
-    ``relative_coords`` buffers are dropped: the relative position index is
-    rebuilt by the model.
+    The buffers ``relative_coords`` (``relative_position_index``) and
+    ``atten_mask_matrix`` (``attn_mask``) are dropped: the model rebuilds
+    them.  Their keys are appended to ``rebuilt`` when a list is given.
     """
     renamed = OrderedDict()
     for key, value in state_dict.items():
-        if key.endswith('relative_coords') or key.endswith(
-                'relative_position_index') or key.endswith('attn_mask'):
+        if re.search(r'(^|\.)(relative_coords|relative_position_index|'
+                     r'atten_mask_matrix|attn_mask)$', key):
+            if rebuilt is not None:
+                rebuilt.append(key)
             continue
         for old, new in _ICAR_SWIN_RENAMES:
             key = key.replace(old, new)
@@ -167,38 +366,58 @@ def split_icar_state_dict(state_dict, source='checkpoint'):
     """Split an official iCAR state dict into its three parts.
 
     Returns:
-        dict: ``swin`` (original Swin names, iCAR renames undone),
-        ``visual_proj`` (Tensor or None), ``text`` (keys below
-        ``sentence_model.``: ``backbone.*`` RoBERTa, ``projector.weight``).
+        dict: ``swin`` (original Swin names, iCAR renames undone, with
+        ``pos_embed`` when the file has it), ``visual_proj`` (Tensor or
+        None), ``text`` (keys below ``sentence_model.``: ``backbone.*``
+        RoBERTa, ``projector.weight``), ``rebuilt`` (the full keys of the
+        dropped buffers and unused weights: ``relative_coords``,
+        ``atten_mask_matrix``, RoBERTa ``position_ids`` and ``pooler.*``)
+        and ``unexpected`` (keys outside the iCAR prefixes).
     """
     if detect_layout(state_dict, source) != 'icar':
         raise CheckpointError(f'{source}: not an official iCAR checkpoint')
     swin, text = OrderedDict(), OrderedDict()
     visual_proj = None
-    unexpected = []
+    unexpected, rebuilt, dropped_swin = [], [], []
     for key, value in state_dict.items():
         if key.startswith(ICAR_VISUAL_BACKBONE):
             swin[key[len(ICAR_VISUAL_BACKBONE):]] = value
         elif key == ICAR_VISUAL_PROJECTOR:
             visual_proj = value
         elif key.startswith(ICAR_TEXT):
-            text[key[len(ICAR_TEXT):]] = value
+            name = key[len(ICAR_TEXT):]
+            if re.search(r'(^|\.)(embeddings\.position_ids$|pooler\.)', name):
+                rebuilt.append(key)
+            else:
+                text[name] = value
         else:
             unexpected.append(key)
-    return dict(swin=undo_icar_swin_renames(swin), visual_proj=visual_proj,
-                text=text, unexpected=unexpected)
+    swin = undo_icar_swin_renames(swin, dropped_swin)
+    rebuilt = [ICAR_VISUAL_BACKBONE + k for k in dropped_swin] + rebuilt
+    return dict(swin=swin, visual_proj=visual_proj, text=text,
+                rebuilt=rebuilt, unexpected=unexpected)
 
 
-def convert_icar_state_dict(state_dict, source='checkpoint'):
+def convert_icar_state_dict(state_dict, source='checkpoint', rebuilt=None):
     """Official iCAR state dict -> icar_dense layout.
+
+    Args:
+        state_dict (dict): ``model`` of the official file.
+        source (str): Named in errors.
+        rebuilt (list, optional): Receives the source keys of the buffers
+            and unused weights that were dropped (see
+            :func:`split_icar_state_dict`), for :func:`log_rebuilt_unused`.
 
     Returns:
         tuple[OrderedDict, list[str]]: the converted state dict with keys
-        ``backbone.*`` (OpenMMLab Swin), ``text_classifier.visual_proj.weight``
-        and ``text_classifier.text_encoder.*``; and the source keys that were
-        not recognised.
+        ``backbone.*`` (OpenMMLab Swin; ``backbone.pos_embed`` kept when the
+        file has it: the backbone decides), ``text_classifier.visual_proj.
+        weight`` and ``text_classifier.text_encoder.*``; and the source keys
+        that were not recognised.
     """
     parts = split_icar_state_dict(state_dict, source)
+    if rebuilt is not None:
+        rebuilt.extend(parts['rebuilt'])
     converted = OrderedDict()
     if parts['swin']:
         for key, value in swin_official_to_openmmlab(parts['swin']).items():
@@ -211,21 +430,37 @@ def convert_icar_state_dict(state_dict, source='checkpoint'):
 
 
 def backbone_state_dict(state_dict, source='checkpoint'):
-    """OpenMMLab Swin backbone weights from any supported layout."""
+    """OpenMMLab Swin backbone weights from any supported layout.
+
+    The Swin buffers of official iCAR and original Swin files
+    (``relative_coords`` / ``relative_position_index``,
+    ``atten_mask_matrix`` / ``attn_mask``) are dropped and named in one
+    "rebuilt / unused" log line; ``pos_embed`` is kept for the backbone to
+    use or drop.
+    """
     layout = detect_layout(state_dict, source)
     if layout in ('icar', 'swin_official'):
+        rebuilt = []
         if layout == 'icar':
-            swin = split_icar_state_dict(state_dict, source)['swin']
+            parts = split_icar_state_dict(state_dict, source)
+            swin = parts['swin']
+            rebuilt = [k for k in parts['rebuilt']
+                       if k.startswith(ICAR_VISUAL_BACKBONE)]
         else:
-            swin = OrderedDict(
-                (k[len('backbone.'):] if k.startswith('backbone.') else k, v)
-                for k, v in state_dict.items())
-            swin = OrderedDict((k, v) for k, v in swin.items()
-                               if not k.startswith('head.'))
+            swin = OrderedDict()
+            for key, value in state_dict.items():
+                if key.startswith('backbone.'):
+                    key = key[len('backbone.'):]
+                if key.startswith('head.'):
+                    continue
+                swin[key] = value
+            swin = undo_icar_swin_renames(swin, rebuilt)
         try:
-            return swin_official_to_openmmlab(swin)
+            converted = swin_official_to_openmmlab(swin)
         except CheckpointError as err:
             raise CheckpointError(f'{source}: {err}') from None
+        log_rebuilt_unused(source, rebuilt)
+        return converted
     result = OrderedDict()
     for key, value in state_dict.items():
         if key.startswith('module.'):

@@ -12,13 +12,17 @@ Two additions to ``Recognizer3D``, nothing else:
   tower and visual projection go to ``cls_head.text_classifier``.  That is
   how a zero-shot video config is tested before any video training.
 """
+import logging
+
 from mmaction.models.recognizers import Recognizer3D
 from mmaction.registry import MODELS
 from mmengine.logging import print_log
 
 from icar_dense.models.text import convert_icar_text_classifier
-from icar_dense.utils.checkpoint import (CheckpointError,
+from icar_dense.utils.checkpoint import (ICAR_VISUAL_BACKBONE,
+                                         CheckpointError,
                                          find_icar_state_dict,
+                                         log_rebuilt_unused,
                                          split_icar_state_dict)
 
 
@@ -63,18 +67,23 @@ class ICARRecognizer3D(Recognizer3D):
         for key in consumed:
             state_dict.pop(key)
         parts = split_icar_state_dict(official, 'iCAR checkpoint')
+        rebuilt = list(parts['rebuilt'])
         notes = []
         if parts['swin']:
-            for key, value in self.backbone.inflate_state_dict(
-                    parts['swin']).items():
+            inflated = self.backbone.inflate_state_dict(parts['swin'])
+            for key, value in inflated.items():
                 state_dict[prefix + 'backbone.' + key] = value
+            # e.g. pos_embed: no place for it in the video backbone
+            rebuilt += [ICAR_VISUAL_BACKBONE + k for k in parts['swin']
+                        if k not in inflated and k not in ('norm.weight',
+                                                           'norm.bias')]
         classifier = getattr(self.cls_head, 'text_classifier', None)
         if classifier is None:
             notes.append(f'the head {type(self.cls_head).__name__} has no '
                          'text_classifier: text weights ignored')
         else:
             text, fit_notes = classifier.fit_checkpoint_weights(
-                convert_icar_text_classifier(official))
+                convert_icar_text_classifier(official), rebuilt)
             notes += fit_notes
             for key, value in text.items():
                 state_dict[prefix + 'cls_head.text_classifier.' + key] = value
@@ -86,3 +95,13 @@ class ICARRecognizer3D(Recognizer3D):
             'projection to cls_head.text_classifier)'
             f'{"; " + "; ".join(notes) if notes else ""}',
             logger='current')
+        # what is not loaded: the Swin buffers (rebuilt for the 3D window),
+        # pos_embed, RoBERTa's position_ids / pooler; anything else that
+        # did not find a place stays "unrecognised"
+        rest = log_rebuilt_unused(
+            f'{type(self).__name__} (official iCAR checkpoint)', rebuilt)
+        if rest:
+            print_log(
+                f'{type(self).__name__}: 2D weights with no place in the '
+                f'video backbone: {rest[:8]}',
+                logger='current', level=logging.WARNING)

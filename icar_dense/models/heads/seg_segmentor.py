@@ -34,8 +34,11 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from icar_dense.utils.checkpoint import (convert_icar_state_dict,
-                                         find_icar_state_dict)
+from icar_dense.utils.checkpoint import (REBUILT_UNUSED,
+                                         convert_icar_state_dict,
+                                         find_icar_state_dict,
+                                         log_rebuilt_unused, stage_norm_keys,
+                                         stage_norm_note)
 from .large_vocab import chain_matrices, dense_argmax, window_grid
 from .seg_heads import TextSegHeadMixin
 
@@ -229,13 +232,22 @@ class ICAREncoderDecoder(EncoderDecoder):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _map_icar_checkpoint(self, state_dict, prefix: str) -> None:
-        """Rewrite an iCAR-layout state dict in place into ours."""
+        """Rewrite an iCAR-layout state dict in place into ours.
+
+        Buffers the model rebuilds and weights it does not use (the
+        authors' ``relative_coords`` / ``atten_mask_matrix``, a
+        ``pos_embed`` the backbone has no place for, RoBERTa's
+        ``position_ids`` / ``pooler.*``) are named in one "rebuilt /
+        unused" line; the model's own ``relative_position_index`` buffers
+        are kept (so mmengine does not list them as missing).
+        """
         official, consumed = find_icar_state_dict(state_dict, prefix)
         rel = OrderedDict((k[len(prefix):], k) for k in state_dict
                           if k.startswith(prefix))
+        rebuilt = []
         if official is not None:
             converted, unknown = convert_icar_state_dict(
-                official, 'iCAR checkpoint')
+                official, 'iCAR checkpoint', rebuilt)
             for key in consumed:
                 state_dict.pop(key)
             layout = 'official iCAR'
@@ -248,24 +260,45 @@ class ICAREncoderDecoder(EncoderDecoder):
             layout = 'converted iCAR'
         else:
             return
+        own_keys = set(self.state_dict().keys())
         own = getattr(self.decode_head, 'text_classifier', None)
         text = OrderedDict()
         for key, value in converted.items():
             if key.startswith('text_classifier.'):
                 text[key[len('text_classifier.'):]] = value
+            elif key.startswith('backbone.') and key not in own_keys and \
+                    _recognised(key):
+                rebuilt.append(key)  # e.g. a pos_embed the backbone drops
             else:
                 state_dict[prefix + key] = value
         if own is None:
             notes = ['the decode head has no text_classifier: text weights '
                      'ignored']
         else:
-            text, notes = own.fit_checkpoint_weights(text)
+            text, notes = own.fit_checkpoint_weights(text, rebuilt)
             for key, value in text.items():
                 state_dict[prefix + 'decode_head.text_classifier.' +
                            key] = value
+        for name, buffer in self.named_buffers():
+            if name.endswith('relative_position_index') and \
+                    name in own_keys and prefix + name not in state_dict:
+                state_dict[prefix + name] = buffer.detach().clone()
+        norms = stage_norm_keys(
+            k for k in own_keys
+            if k.startswith('backbone.') and k not in converted)
+        if norms and any(k.startswith('backbone.') for k in converted):
+            # norm0..norm(N-2) are missing: N stages
+            last = max(int(k.split('norm')[-1].split('.')[0]) for k in norms)
+            notes.append(stage_norm_note(last + 2))
         if unknown:
             notes.append(f'unrecognised keys {unknown[:5]}')
         print_log(
             f'{type(self).__name__}: reading a checkpoint in the {layout} '
             f'layout{"; " + "; ".join(notes) if notes else ""}',
             logger='current')
+        log_rebuilt_unused(f'{type(self).__name__} ({layout} checkpoint)',
+                           rebuilt)
+
+
+def _recognised(key: str) -> bool:
+    return any(pattern.search(key) for _, pattern, _ in REBUILT_UNUSED)

@@ -22,6 +22,7 @@ from mmengine.registry import DefaultScope
 from icar_dense.registry import SHARED_MODEL_REGISTRIES, register_shared_model
 from icar_dense.utils.checkpoint import (ICAR_TEXT, LEGACY_TEXT_KEYS,
                                          load_checkpoint_file,
+                                         log_rebuilt_unused,
                                          save_checkpoint_file,
                                          split_icar_state_dict,
                                          unwrap_state_dict)
@@ -39,21 +40,27 @@ _CACHE_FORMAT = 1
 
 
 def convert_icar_text_classifier(
-        state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        state_dict: Dict[str, torch.Tensor],
+        rebuilt: Optional[List[str]] = None) -> Dict[str, torch.Tensor]:
     """Rename an official iCAR state dict to ``TextClassifier`` keys.
 
     ``sentence_model.*`` becomes ``text_encoder.*`` (``backbone`` and
     ``projector`` keep their names) and ``visual_model.projector.weight``
     becomes ``visual_proj.weight``; the Swin keys belong to the backbone and
-    are left out.
+    are left out, and so are RoBERTa's ``embeddings.position_ids`` buffer
+    and ``pooler.*`` (unused: the text feature is a masked mean).
 
     Args:
         state_dict (dict[str, Tensor]): ``torch.load(path)['model']``.
+        rebuilt (list, optional): Receives the text keys left out as
+            rebuilt / unused.
 
     Returns:
         dict[str, Tensor]: Keys relative to a ``TextClassifier``.
     """
     parts = split_icar_state_dict(state_dict, 'iCAR checkpoint')
+    if rebuilt is not None:
+        rebuilt.extend(k for k in parts['rebuilt'] if k.startswith(ICAR_TEXT))
     out = {'text_encoder.' + k: v for k, v in parts['text'].items()}
     if parts['visual_proj'] is not None:
         out['visual_proj.weight'] = parts['visual_proj']
@@ -757,8 +764,9 @@ class TextClassifier(BaseModule):
         """
         state = unwrap_state_dict(
             load_checkpoint_file(path, map_location), path)
+        rebuilt = []
         if any(k.startswith(ICAR_TEXT) for k in state):
-            state = convert_icar_text_classifier(state)
+            state = convert_icar_text_classifier(state, rebuilt)
             layout = 'official iCAR'
         else:
             if prefix:
@@ -773,16 +781,19 @@ class TextClassifier(BaseModule):
                 f'{f" under prefix {prefix!r}" if prefix else ""}: expected '
                 'an official iCAR file (model.sentence_model.*) or a '
                 'converted one (state_dict.text_classifier.*).')
-        self._load_filtered(state, path, layout)
+        self._load_filtered(state, path, layout, rebuilt)
 
     def fit_checkpoint_weights(
-            self, state: Dict[str, torch.Tensor]
+            self, state: Dict[str, torch.Tensor],
+            rebuilt: Optional[List[str]] = None
     ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
         """The entries of a ``TextClassifier``-keyed state dict (e.g. from
         :func:`convert_icar_text_classifier`) this classifier can load, and
-        notes on what was left out: legacy RoBERTa keys, the text tower when
-        the classifier reads an embeddings file, and tensors whose shape
-        does not fit (they keep their initialisation)."""
+        notes on what was left out: the text tower when the classifier reads
+        an embeddings file, and tensors whose shape does not fit (they keep
+        their initialisation).  RoBERTa's ``position_ids`` / ``pooler.*``
+        (older checkpoints) are left out and appended to ``rebuilt`` (for
+        the caller's "rebuilt / unused" line)."""
         own = self.state_dict()
         notes = []
         no_tower = self.text_encoder is None
@@ -791,8 +802,11 @@ class TextClassifier(BaseModule):
                          'text tower weights ignored')
         kept = OrderedDict()
         for key, value in state.items():
-            if key.startswith(LEGACY_TEXT_KEYS) or (
-                    no_tower and key.startswith('text_encoder.')):
+            if key.startswith(LEGACY_TEXT_KEYS) and key not in own:
+                if rebuilt is not None:
+                    rebuilt.append(key)
+                continue
+            if no_tower and key.startswith('text_encoder.'):
                 continue
             if key in own and own[key].shape != value.shape:
                 notes.append(f'{key} {tuple(value.shape)} does not fit '
@@ -803,12 +817,14 @@ class TextClassifier(BaseModule):
         return kept, notes
 
     def _load_filtered(self, state: Dict[str, torch.Tensor], path: str,
-                       layout: str) -> None:
-        state = {
-            k: v
-            for k, v in state.items() if not k.startswith(LEGACY_TEXT_KEYS)
-        }
+                       layout: str,
+                       rebuilt: Optional[List[str]] = None) -> None:
         own = self.state_dict()
+        rebuilt = list(rebuilt or [])
+        rebuilt += [
+            k for k in state if k.startswith(LEGACY_TEXT_KEYS) and k not in own
+        ]
+        state = {k: v for k, v in state.items() if k not in rebuilt}
         notes = []
         for key in [k for k in state if k.startswith('visual_proj.')]:
             if key not in own or own[key].shape != state[key].shape:
@@ -847,6 +863,9 @@ class TextClassifier(BaseModule):
             raise KeyError(f'No key of checkpoint {path} ({layout}) matches '
                            f'this TextClassifier; unexpected: '
                            f'{unexpected[:5]}.')
+        # recognised buffers / unused weights: one line, not "unexpected"
+        unexpected = log_rebuilt_unused(f'TextClassifier ({path})',
+                                        rebuilt + list(unexpected))
         text_missing = [k for k in missing if k.startswith('text_encoder.')]
         msg = (f'TextClassifier: loaded {loaded} tensors from {path} '
                f'({layout})')
