@@ -9,4 +9,5 @@ __all__ = [
     'task_scope'
 ]
 from . import optim_logging, safety  # noqa: F401,E402
+from .det_vis import OVDetLocalVisualizer  # noqa: F401,E402
 from .video_vis import VideoVisualizationHook  # noqa: F401,E402
