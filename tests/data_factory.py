@@ -145,3 +145,68 @@ def make_coco(root, categories, num_images=4, size=(96, 96), split='train',
         json.dump(dict(images=images, annotations=annotations,
                        categories=cats), f)
     return ann_file
+
+
+def write_json(path, data):
+    """Write ``data`` as json; return the path as a string."""
+    os.makedirs(osp.dirname(str(path)) or '.', exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(data, f)
+    return str(path)
+
+
+def edit_json(src, dst, edit):
+    """Copy a json file through ``edit(data)`` (which changes it in place);
+    return ``dst`` as a string."""
+    with open(src) as f:
+        data = json.load(f)
+    edit(data)
+    return write_json(dst, data)
+
+
+def make_video(path, num_frames=16, size=(64, 48), photo=0):
+    """A short mp4 (mp4v) of a crop moving over a real photo."""
+    image = load_photo(photo, (size[0] * 2, size[1] * 2))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 8,
+                             size)
+    assert writer.isOpened(), f'OpenCV cannot write mp4v to {path}'
+    for t in range(num_frames):
+        writer.write(np.ascontiguousarray(
+            image[t:t + size[1], 2 * t:2 * t + size[0]]))
+    writer.release()
+    return str(path)
+
+
+def make_lvis_sized_json(path, num_images=20000, num_annotations=250000,
+                         num_categories=1203, seed=0):
+    """An annotation file the size of LVIS v1 val (no images): 20k images,
+    250k annotations with polygons, 1203 categories with frequencies and
+    the per-image fields of LVIS AP.  For timing the dataset checks."""
+    rng = np.random.RandomState(seed)
+    freqs = ('f', 'c', 'r')
+    cats = [dict(id=i + 1, name=f'class_{i:04d}', synonyms=[f'class_{i:04d}'],
+                 frequency=freqs[i % 3], image_count=1, instance_count=1,
+                 **{'def': f'the definition of class {i}'})
+            for i in range(num_categories)]
+    images = []
+    for i in range(num_images):
+        name = f'{i + 1:012d}.jpg'
+        images.append(dict(
+            id=i + 1, width=640, height=480, file_name=name,
+            coco_url=f'http://images.cocodataset.org/val2017/{name}',
+            neg_category_ids=rng.randint(1, num_categories, 3).tolist(),
+            not_exhaustive_category_ids=[]))
+    image_ids = rng.randint(1, num_images + 1, num_annotations)
+    cat_ids = rng.randint(1, num_categories + 1, num_annotations)
+    xy = rng.uniform(0, 400, (num_annotations, 2)).round(2)
+    wh = rng.uniform(2, 200, (num_annotations, 2)).round(2)
+    annotations = []
+    for k in range(num_annotations):
+        x, y = xy[k].tolist()
+        w, h = wh[k].tolist()
+        annotations.append(dict(
+            id=k + 1, image_id=int(image_ids[k]), category_id=int(cat_ids[k]),
+            bbox=[x, y, w, h], area=round(w * h, 2),
+            segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]))
+    return write_json(path, dict(images=images, annotations=annotations,
+                                 categories=cats))

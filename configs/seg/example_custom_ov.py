@@ -31,19 +31,63 @@ dataset = dict(
     img_suffix='.jpg',
     seg_map_suffix='.png',
     reduce_zero_label=True)
+# the ADE20K recipe's pipelines, with the label maps checked against these
+# classes (CheckSegMap: a label outside 0..N-1 other than 255, or a map of
+# another size than its image, is an error naming the file)
+crop_size = (512, 512)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=len(classes)),
+    dict(
+        type='RandomResize',
+        scale=(2048, 512),
+        ratio_range=(0.5, 2.0),
+        keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=len(classes)),
+    dict(type='PackSegInputs')
+]
 train_dataloader = dict(
     dataset=dict(
         **dataset,
         data_prefix=dict(
             img_path='images/training',
-            seg_map_path='annotations/training')))
+            seg_map_path='annotations/training'),
+        pipeline=train_pipeline))
 val_dataloader = dict(
     dataset=dict(
         **dataset,
         data_prefix=dict(
             img_path='images/validation',
-            seg_map_path='annotations/validation')))
+            seg_map_path='annotations/validation'),
+        pipeline=test_pipeline))
 test_dataloader = val_dataloader
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale_factor=r, keep_ratio=True)
+                for r in [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+            ],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ], [dict(type='LoadAnnotations')],
+            [dict(type='CheckSegMap', num_classes=len(classes))],
+            [dict(type='PackSegInputs')]
+        ])
+]
 
 # 2. the vocabulary --------------------------------------------------------
 vocabulary = data_root + 'vocabulary.txt'

@@ -32,6 +32,7 @@ from mmaction.registry import DATASETS
 from mmengine.logging import print_log
 
 from icar_dense.models.text import Vocabulary, load_vocabulary, readable_name
+from .validation import check_video_labels
 
 
 def _key(name: str) -> str:
@@ -171,6 +172,9 @@ class ZeroShotVideoDataset(VideoDataset):
                 f'{self.ann_file}: every line must be "VIDEO_PATH LABEL" '
                 f'(an integer label, no spaces in the path): {err}') from err
         num_labels = len(self.full_vocabulary)
+        # labels outside label_names: an error naming the list's line
+        check_video_labels(data_list, self.ann_file, num_labels,
+                           f'label_names ({self.full_vocabulary.source})')
         kept = []
         for item in data_list:
             label = item['label']

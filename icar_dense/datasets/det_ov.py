@@ -28,6 +28,8 @@ from mmdet.datasets.api_wrappers import COCO
 from mmdet.registry import DATASETS
 from mmengine.fileio import get_local_path
 
+from .validation import DetAnnotationChecks
+
 LVIS_FREQUENCIES = ('f', 'c', 'r')
 
 # OVR-CNN (Zareian et al., CVPR 2021) split of COCO 2017, in COCO id order.
@@ -107,13 +109,15 @@ def lvis_split_names(ann_file: str,
 
 
 @DATASETS.register_module()
-class OVLVISV1Dataset(LVISV1Dataset):
+class OVLVISV1Dataset(DetAnnotationChecks, LVISV1Dataset):
     """LVIS v1 whose novel (by default: rare) annotations are dropped.
 
     The label space is every category of the annotation file, in category
     id order (as mmdet's ``LVISV1Dataset``); ``metainfo['classes']`` is set
     from the file, so a file with a subset of the LVIS categories (or another
-    LVIS-format file) is named correctly.
+    LVIS-format file) is named correctly.  The file is checked when the
+    dataset is built (:mod:`icar_dense.datasets.validation`; test sets also
+    need the per-image fields of LVIS AP).
 
     Args:
         base_frequencies (Sequence[str]): LVIS frequencies of the base
@@ -124,6 +128,8 @@ class OVLVISV1Dataset(LVISV1Dataset):
             always kept.
         **kwargs: The arguments of ``LVISV1Dataset``.
     """
+
+    lvis_format = True
 
     def __init__(self,
                  *args,
@@ -144,10 +150,9 @@ class OVLVISV1Dataset(LVISV1Dataset):
 
     def load_data_list(self) -> List[dict]:
         """``LVISV1Dataset.load_data_list`` plus the category split."""
-        from lvis import LVIS
         with get_local_path(
                 self.ann_file, backend_args=self.backend_args) as local_path:
-            self.lvis = LVIS(local_path)
+            self.lvis = self.open_lvis(local_path)  # checked, then indexed
         self.cat_ids = self.lvis.get_cat_ids()
         if self.cat_ids != sorted(self.cat_ids):
             # mmdet's LVISMetric labels categories in file order, a text
@@ -214,14 +219,15 @@ class OVLVISV1Dataset(LVISV1Dataset):
 
 
 @DATASETS.register_module()
-class OVCocoDataset(CocoDataset):
+class OVCocoDataset(DetAnnotationChecks, CocoDataset):
     """COCO with the open-vocabulary base/novel split, chosen by name.
 
     The classes are ``base_classes + novel_classes`` listed in category-id
     order (mmdet's label order); a name that is not a category of the
     annotation file is an error.  In training the novel annotations are
     dropped and, with ``filter_cfg.filter_empty_gt``, images left without
-    any base annotation are skipped.
+    any base annotation are skipped.  The annotation file is checked when
+    the dataset is built (:mod:`icar_dense.datasets.validation`).
 
     Args:
         base_classes (Sequence[str]): Defaults to OVR-CNN's 48.
@@ -281,7 +287,7 @@ class OVCocoDataset(CocoDataset):
         attribute; as a method it lets the split be checked against the
         file's categories before any image is parsed.
         """
-        coco = COCO(ann_file)
+        coco = self.open_coco(ann_file)  # checked, then indexed
         # mmdet labels categories in the order of the file's list
         rank = {c['name']: i for i, c in enumerate(coco.load_cats(
             coco.get_cat_ids()))}

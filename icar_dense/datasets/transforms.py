@@ -31,15 +31,23 @@ Policy:
 * a video with fewer frames than the sampled clip (``clip_len x
   frame_interval``) is looped by mmaction2's samplers; ``short_video=
   'loop'`` (default) keeps that and logs the file once, ``'error'`` raises
-  :class:`DataLoadError`, ``'skip'`` treats the video like a corrupt one.
+  :class:`DataLoadError`, ``'skip'`` treats the video like a corrupt one;
+* a file that is empty (0 bytes) or missing is said so in the message.
+
+``CheckSegMap`` (after ``LoadAnnotations``) refuses a segmentation map with
+labels outside the classes or of another size than its image, naming the
+map: stock mmseg would score such labels as nothing (or stretch the map).
 """
+import os.path as osp
 from typing import List, Optional, Sequence
+
+import numpy as np
 
 from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 
-__all__ = ['DataLoadError', 'SafeLoad', 'skipped_samples']
+__all__ = ['DataLoadError', 'SafeLoad', 'CheckSegMap', 'skipped_samples']
 
 # keys naming the files a sample is read from, the primary one first
 _PATH_KEYS = ('img_path', 'filename', 'frame_dir', 'audio_path',
@@ -72,6 +80,16 @@ def _culprit(results: dict, transform, err: BaseException) -> Optional[str]:
     """The file a failing loading transform was reading."""
     paths = _sample_paths(results)
     text = str(err)
+    if transform is not None:
+        # a loading transform names the file it read in its own key
+        own = [p for k, p in paths
+               if k == 'seg_map_path' and 'annotation' in type(
+                   transform).__name__.lower()]
+        broken = [p for _, p in paths if _file_problem(p)]
+        if own and _file_problem(own[0]):
+            return own[0]
+        if broken and not any(p in text for _, p in paths):
+            return broken[0]
     for _, path in paths:
         if path in text:
             return path
@@ -80,6 +98,19 @@ def _culprit(results: dict, transform, err: BaseException) -> Optional[str]:
             if key == 'seg_map_path':
                 return path
     return paths[0][1] if paths else None
+
+
+def _file_problem(path: Optional[str]) -> Optional[str]:
+    """Why a local file cannot hold data (missing, a folder, empty)."""
+    if not path or '://' in path:
+        return None
+    if not osp.exists(path):
+        return 'the file does not exist'
+    if osp.isdir(path):
+        return 'it is a folder, not a file'
+    if osp.getsize(path) == 0:
+        return 'the file is empty (0 bytes)'
+    return None
 
 
 @TRANSFORMS.register_module()
@@ -168,9 +199,11 @@ class SafeLoad(BaseTransform):
                 path = _culprit(before, t, err)
                 where = f'{path!r}' if path else 'a sample'
                 reason = str(err).strip() or type(err).__name__
+                problem = _file_problem(path)
+                problem = f'{problem}; ' if problem else ''
                 return self._fail(
                     before, f'cannot load {where} ({type(t).__name__}): '
-                    f'{type(err).__name__}: {reason}', path, err)
+                    f'{problem}{type(err).__name__}: {reason}', path, err)
             if out is None:  # the wrapped transform gave up on the sample
                 path = _culprit(before, t, RuntimeError(''))
                 return self._fail(
@@ -188,3 +221,96 @@ class SafeLoad(BaseTransform):
         return (f'{type(self).__name__}(transforms=[{inner}], '
                 f'skip_corrupt={self.skip_corrupt}, '
                 f'short_video={self.short_video!r})')
+
+
+@TRANSFORMS.register_module()
+class CheckSegMap(BaseTransform):
+    """Refuse a segmentation map that cannot belong to its image.
+
+    Put it right after ``LoadAnnotations`` (which applies
+    ``reduce_zero_label`` and the dataset's ``label_map``).  It raises
+    :class:`DataLoadError` naming the map when
+
+    * a pixel label is neither a class (``0 .. num_classes - 1``) nor
+      ``ignore_index``: mmseg's ``IoUMetric`` would count such pixels as
+      nothing and the loss fails without naming the file;
+    * the map is not the size of its image (``ori_shape``, the image as
+      loaded): resizing would stretch it over the wrong pixels, and at test
+      time the metric fails with a shape error.
+
+    The check is a ``max`` over the map (plus a histogram when ``ignore``
+    pixels are present): far cheaper than decoding it.
+
+    Args:
+        num_classes (int, optional): Classes of the label space after
+            ``LoadAnnotations``.  For a class subset of ADE20K
+            (``metainfo.classes``) ADE's 150 stays right: mmseg's
+            ``label_map`` sends the other classes to 255.  None: taken from
+            ``results['num_classes']`` when the dataset provides it, else
+            only the size is checked (said once).
+        ignore_index (int): Label of unlabelled pixels. Defaults to 255.
+        check_size (bool): Compare the map's size with the image's.
+            Defaults to True.
+    """
+
+    def __init__(self, num_classes: Optional[int] = None,
+                 ignore_index: int = 255, check_size: bool = True) -> None:
+        if num_classes is not None and (not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError('CheckSegMap: num_classes must be a positive '
+                             f'integer or None, got {num_classes!r}')
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.check_size = check_size
+        self._warned = False
+
+    def _labels_outside(self, seg: np.ndarray, num_classes: int) -> list:
+        if seg.size == 0 or int(seg.max()) < num_classes:
+            return []
+        if seg.dtype == np.uint8:
+            present = np.flatnonzero(np.bincount(seg.ravel(), minlength=256))
+        else:
+            present = np.unique(seg)
+        return [int(v) for v in present
+                if v >= num_classes and v != self.ignore_index or v < 0]
+
+    def transform(self, results: dict) -> dict:
+        seg = results.get('gt_seg_map')
+        if seg is None:
+            return results
+        path = results.get('seg_map_path') or 'the segmentation map'
+        image = results.get('img_path')
+        if self.check_size and results.get('ori_shape') is not None:
+            want = tuple(results['ori_shape'][:2])
+            if tuple(seg.shape[:2]) != want:
+                raise DataLoadError(
+                    f'segmentation map {path!r} is {seg.shape[0]}x'
+                    f'{seg.shape[1]} (HxW) but its image '
+                    f'{image!r} is {want[0]}x{want[1]}: a map must label '
+                    'every pixel of its image (wrong file paired, or a '
+                    'resized map)', path)
+        num_classes = self.num_classes or results.get('num_classes')
+        if num_classes is None:
+            if not self._warned:
+                self._warned = True
+                print_log(
+                    'CheckSegMap: no num_classes (argument or dataset); '
+                    'only the size of the maps is checked',
+                    logger='current', level=30)
+            return results
+        bad = self._labels_outside(seg, int(num_classes))
+        if bad:
+            shown = ', '.join(map(str, bad[:10])) + (
+                ', ...' if len(bad) > 10 else '')
+            reduced = (' (after reduce_zero_label: file values are one '
+                       'higher)' if results.get('reduce_zero_label') else '')
+            raise DataLoadError(
+                f'segmentation map {path!r} has labels {shown}{reduced}, '
+                f'outside the {num_classes} classes (0..{num_classes - 1}) '
+                f'and not the ignore index {self.ignore_index}', path)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(num_classes={self.num_classes}, '
+                f'ignore_index={self.ignore_index}, '
+                f'check_size={self.check_size})')

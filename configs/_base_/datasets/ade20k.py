@@ -2,9 +2,15 @@
 dataset_type = 'ADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
+# CheckSegMap (icar_dense) refuses label maps with labels outside ADE's 150
+# classes (other than 255) or of another size than their image, naming the
+# file; 150 also holds for a class subset (metainfo.classes), whose other
+# labels mmseg maps to 255.
+seg_num_classes = 150
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=seg_num_classes),
     dict(
         type='RandomResize',
         scale=(2048, 512),
@@ -20,6 +26,7 @@ test_pipeline = [
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
     # annotations are loaded after Resize: metrics use the original size
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=seg_num_classes),
     dict(type='PackSegInputs')
 ]
 # multi-scale + flip test (tools/test.py --tta)
@@ -36,7 +43,9 @@ tta_pipeline = [
             [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal')
-            ], [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]
+            ], [dict(type='LoadAnnotations')],
+            [dict(type='CheckSegMap', num_classes=seg_num_classes)],
+            [dict(type='PackSegInputs')]
         ])
 ]
 tta_model = dict(type='SegTTAModel')

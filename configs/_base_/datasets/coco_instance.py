@@ -1,6 +1,8 @@
 # COCO 2017 instance segmentation (mmdet's standard 1333x800 setting), used
-# by the fine-tuning configs.
-dataset_type = 'CocoDataset'
+# by the fine-tuning configs.  ValidatedCocoDataset is mmdet's CocoDataset
+# whose annotation file is checked when it is built (icar_dense.datasets.
+# validation: duplicate ids, unknown images / categories, missing fields).
+dataset_type = 'ValidatedCocoDataset'
 data_root = 'data/coco/'
 backend_args = None
 

@@ -29,6 +29,7 @@ from icar_dense.utils.checkpoint import (ICAR_TEXT, LEGACY_TEXT_KEYS,
 from .cache import EmbeddingDiskCache, json_fingerprint, state_dict_fingerprint
 from .distributed import all_ranks_true, encode_sharded, get_dist_info
 from .encoders import BaseTextEncoder
+from .prompt_check import check_prompt_tokens
 from .templates import PromptSet, build_prompts, get_templates
 from .vocabulary import Vocabulary, describe, load_vocabulary
 
@@ -280,6 +281,9 @@ class TextClassifier(BaseModule):
         self.prompts: PromptSet = build_prompts(self.vocabulary,
                                                 self.templates,
                                                 self.use_descriptions)
+        # classes the tokenizer cannot tell apart; prompts cut at max_length
+        check_prompt_tokens(self.text_encoder, self.vocabulary, self.prompts,
+                            type(self).__name__)
         print_log(
             f'TextClassifier vocabulary: {describe(self.vocabulary)}, '
             f'{len(self.templates)} templates, {len(self.prompts.texts)} '

@@ -10,7 +10,34 @@ file (including the ``categories`` of a real LVIS / COCO annotation file).
 
 Every parser error names the file and the line or key at fault: a typo in a
 1203-line vocabulary file must be findable without a debugger.
+
+Grammar of vocabulary files (anything else is refused, naming the file):
+
+* **encoding**: UTF-8, with or without a byte-order mark (stripped); other
+  encodings (UTF-16, Latin-1, cp1252, ...) are refused with the line of the
+  first undecodable byte and how to convert the file;
+* **.txt**: one class per line, ``name`` or ``name: description`` (split at
+  the first ``:``); blank lines and lines starting with ``#`` are skipped;
+* **.json**, one of
+
+  - a list of names: ``["cat", "dog"]``;
+  - a list of category objects: ``[{"name": "cat", "def": "..."}, ...]``
+    (``def`` or ``description``; ``id`` orders them, other keys such as
+    ``synonyms`` are ignored);
+  - a COCO / LVIS annotation file: its ``categories`` are read;
+  - an object mapping name -> description, list of descriptions or null:
+    ``{"cat": "a small feline", "dog": ["a canine", "a pet"]}``.
+
+  An object whose keys look like a wrapper or metadata (``names``,
+  ``classes``, ``labels``, ``version``, ``info``, ...), whose keys are all
+  integers (an ``id -> name`` table) or whose values are numbers (a
+  ``name -> label`` table) is not a vocabulary and is refused by name, rather
+  than becoming classes called "names" and "version".
+
+Two classes must also stay apart once their prompts are tokenized (see
+:mod:`icar_dense.models.text.prompt_check`).
 """
+import io
 import json
 import os.path as osp
 import re
@@ -141,6 +168,34 @@ def _check_unique(names: Sequence[str], where: Sequence[str],
         raise ValueError(f'Duplicate class names in {source}: {detail}.')
 
 
+def read_text(path: str) -> str:
+    """A vocabulary file's text: UTF-8, a byte-order mark stripped; any
+    other encoding is an error naming the file, the line and the fix."""
+    with open(path, 'rb') as f:
+        raw = f.read()
+    for bom, name in ((b'\xff\xfe', 'UTF-16 little-endian'),
+                      (b'\xfe\xff', 'UTF-16 big-endian')):
+        if raw.startswith(bom):
+            raise ValueError(
+                f'Vocabulary file {path} is {name} text (it starts with a '
+                'UTF-16 byte-order mark); vocabulary files must be UTF-8. '
+                f'Convert it, e.g. `iconv -f UTF-16 -t UTF-8 {path} > '
+                'classes_utf8.txt`, or save it as "UTF-8" in your editor.')
+    try:
+        # a byte-order mark inside (files concatenated) is no character of
+        # a class name either
+        return raw.decode('utf-8-sig').replace('\ufeff', '')
+    except UnicodeDecodeError as err:
+        line = raw.count(b'\n', 0, err.start) + 1
+        raise ValueError(
+            f'Vocabulary file {path}, line {line}: not UTF-8 text (byte '
+            f'0x{raw[err.start]:02x} at offset {err.start} cannot be '
+            'decoded); vocabulary files must be UTF-8. If it was saved as '
+            'Latin-1 / Windows-1252, convert it, e.g. `iconv -f CP1252 -t '
+            f'UTF-8 {path} > classes_utf8.txt`, or save it as "UTF-8" in '
+            'your editor.') from None
+
+
 def _parse_txt(path: str) -> Vocabulary:
     """One class per line, optionally ``name: description``.
 
@@ -148,7 +203,7 @@ def _parse_txt(path: str) -> Vocabulary:
     repeat; to give a class several descriptions use a ``.json`` file.
     """
     names, descs, lines = [], [], []
-    with open(path, encoding='utf-8') as f:
+    with io.StringIO(read_text(path), newline=None) as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.strip()
             if not line or line.startswith('#'):
@@ -224,12 +279,12 @@ def _parse_category_list(items: List[Any], path: str, key: str) -> Vocabulary:
 
 
 def _parse_json(path: str) -> Vocabulary:
-    with open(path, encoding='utf-8') as f:
-        try:
-            data = json.load(f, object_pairs_hook=_reject_duplicate_keys(path))
-        except json.JSONDecodeError as e:
-            raise ValueError(f'{path}, line {e.lineno} column {e.colno}: '
-                             f'invalid JSON: {e.msg}.') from None
+    text = read_text(path)
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f'{path}, line {e.lineno} column {e.colno}: '
+                         f'invalid JSON: {e.msg}.') from None
     if isinstance(data, dict) and 'categories' in data:
         if not isinstance(data['categories'], list):
             raise ValueError(f'{path}: "categories" must be a list of '
@@ -267,12 +322,56 @@ def _parse_json(path: str) -> Vocabulary:
     return vocab
 
 
+# keys of objects that wrap or describe a class list rather than being one
+_NOT_CLASS_NAMES = frozenset({
+    'names', 'classes', 'class_names', 'classnames', 'labels', 'label_names',
+    'vocabulary', 'version', 'info', 'licenses', 'images', 'annotations',
+    'metainfo', 'meta', 'metadata', 'dataset', 'type', 'id', 'name', 'def',
+    'description', 'descriptions', 'synonyms', 'templates', 'num_classes'
+})
+
+_GRAMMAR = ('a vocabulary .json is a list of names, a list of '
+            '{"name": ..., "def": ...} objects, a COCO/LVIS annotation file '
+            '("categories"), or an object mapping class name -> description '
+            '(a string, a list of strings or null)')
+
+
+def _check_mapping_shape(data: Dict[str, Any], source: str) -> None:
+    """Refuse objects that are no ``name -> description(s)`` mapping."""
+    keys = list(data)
+    wrapper = [k for k in keys
+               if isinstance(k, str) and k.strip().lower() in _NOT_CLASS_NAMES]
+    if wrapper:
+        lists = [k for k in wrapper if isinstance(data[k], list)]
+        hint = (f'; if the classes are the list under {lists[0]!r}, make '
+                'that list the whole file' if lists else '')
+        raise ValueError(
+            f'{source}: an object with the key(s) '
+            f'{", ".join(map(repr, wrapper))} is not a vocabulary (these '
+            f'would become class names); {_GRAMMAR}{hint}.')
+    if keys and all(isinstance(k, str) and k.strip().lstrip('-').isdigit()
+                    for k in keys):
+        raise ValueError(
+            f'{source}: the keys are all integers ({", ".join(keys[:3])}'
+            f'{", ..." if len(keys) > 3 else ""}): an id -> name table is '
+            'not a vocabulary (the ids would become class names); write the '
+            f'names as a list in label order. {_GRAMMAR[0].upper()}'
+            f'{_GRAMMAR[1:]}.')
+
+
 def _from_mapping(data: Dict[str, Any], source: str) -> Vocabulary:
     """``{name: description | [descriptions] | None}`` in label order."""
+    _check_mapping_shape(data, source)
     names, descs = [], []
     for name, value in data.items():
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f'{source}: empty class name as key.')
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(
+                f'{source}: key {name!r}: a description must be a string, a '
+                f'list of strings or null, got {type(value).__name__} '
+                f'{value!r}; a name -> label id table is not a vocabulary: '
+                'write the names as a list in label order.')
         names.append(name.strip())
         descs.append(_as_descriptions(value, f'{source}: key {name!r}'))
     if not names:
