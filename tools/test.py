@@ -12,6 +12,8 @@ import icar_dense  # noqa: E402,F401  (applies compat fixes, registers modules)
 from icar_dense.engine import (adapt_to_machine, local_rank_to_env,  # noqa
                                dry_run_exit, merge_cfg_options,
                                setup_work_dir, task_scope)
+from icar_dense.engine.preflight import (build_components,  # noqa: E402
+                                         check_config)
 from icar_dense.engine.testing import (enable_result_dump,  # noqa: E402
                                        enable_show_dir, enable_tta,
                                        use_vocabulary)
@@ -77,9 +79,13 @@ def main():
         # before the model and the dataset are built (minutes on LVIS)
         raise FileNotFoundError(
             f'checkpoint file not found: {args.checkpoint!r}')
+    # unknown components / arguments: before anything is built or written
+    # (no work-dir lock: logs and results go to a timestamped folder)
+    check_config(cfg, 'test')
 
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    build_components(runner, 'test')  # dataset, loop, evaluator
     runner.test()
 
 

@@ -13,6 +13,9 @@ import icar_dense  # noqa: E402,F401  (applies compat fixes, registers modules)
 from icar_dense.engine import (adapt_to_machine, dry_run_exit,  # noqa: E402
                                enable_amp, local_rank_to_env,
                                merge_cfg_options, setup_work_dir, task_scope)
+from icar_dense.engine.locks import hold_work_dir  # noqa: E402
+from icar_dense.engine.preflight import (build_components,  # noqa: E402
+                                         check_config)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -66,10 +69,18 @@ def main():
         cfg.load_from = args.resume
     adapt_to_machine(cfg)
     dry_run_exit(cfg, 'train')
-
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    runner.train()
+    # unknown components / arguments: before anything is built or written
+    check_config(cfg, 'train')
+    # one training run per work dir (released when this process ends)
+    lock = hold_work_dir(cfg.work_dir)
+    try:
+        runner = (Runner.from_cfg(cfg)
+                  if 'runner_type' not in cfg else RUNNERS.build(cfg))
+        build_components(runner, 'train')  # datasets, loops, optimizer
+        runner.train()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == '__main__':

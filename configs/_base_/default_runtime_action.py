@@ -7,7 +7,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, ignore_last=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, save_best='auto'),
+    checkpoint=dict(type='SafeCheckpointHook', interval=1, save_best='auto'),
+    # SIGTERM / SIGINT: checkpoint at the end of the iteration, then exit
+    signal_checkpoint=dict(type='SignalCheckpointHook'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     sync_buffers=dict(type='SyncBuffersHook'),
     visualization=dict(type='VideoVisualizationHook', enable=False))

@@ -6,7 +6,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=3),
+    # SIGTERM / SIGINT: checkpoint at the end of the iteration, then exit
+    signal_checkpoint=dict(type='SignalCheckpointHook'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
 custom_hooks = [dict(type='SaveMetricsHook')]

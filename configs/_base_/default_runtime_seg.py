@@ -18,7 +18,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=16000),
+    checkpoint=dict(
+        type='SafeCheckpointHook', by_epoch=False, interval=16000),
+    # SIGTERM / SIGINT: checkpoint at the end of the iteration, then exit
+    signal_checkpoint=dict(type='SignalCheckpointHook'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 custom_hooks = [dict(type='SaveMetricsHook')]

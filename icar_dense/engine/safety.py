@@ -2,7 +2,11 @@
 
 :func:`apply` (idempotent, called by ``import icar_dense``) changes mmengine
 0.10.7 in these places; each is covered by ``tests/test_reliability.py`` or
-``tests/test_bad_input.py``:
+``tests/test_bad_input.py``.  (Issue 17 moves these into registered
+components; done so far: the crash-safe checkpoint rotation is
+:class:`~icar_dense.engine.hooks.SafeCheckpointHook`, SIGTERM handling
+:class:`~icar_dense.engine.hooks.SignalCheckpointHook`, both named in
+``configs/_base_/default_runtime_*.py``.)
 
 * **Atomic writes.** ``LocalBackend.put``/``put_text`` (what
   ``mmengine.runner.save_checkpoint`` and ``mmengine.fileio.dump`` write local
@@ -10,12 +14,6 @@
   fsync it, then rename it over the target: a file at its final name is
   always complete, whenever the process dies (the temporary file of a
   killed process is removed when the same file is written again).
-* **Checkpoint rotation.** ``CheckpointHook`` removed the oldest checkpoint
-  (``max_keep_ckpts``) *before* writing the new one and wrote the
-  ``last_checkpoint`` pointer in place; a kill in between left a pointer to
-  a deleted or half-written file.  Now the new checkpoint is written first,
-  then the pointer (atomically), and only then the oldest checkpoint is
-  removed.
 * **Finding the checkpoint to resume.** ``find_latest_checkpoint`` falls
   back to the newest ``iter_*.pth``/``epoch_*.pth`` of the work dir when the
   pointer file is missing, empty or names a file that does not exist.
@@ -146,66 +144,6 @@ def _atomic_local_backend() -> None:
     put._icar_patched = put_text._icar_patched = True
     LocalBackend.put = put
     LocalBackend.put_text = put_text
-
-
-# ----------------------------------------------------------------------------
-# CheckpointHook: write new, point to it, then rotate
-# ----------------------------------------------------------------------------
-def _save_checkpoint_with_step(self, runner, step, meta):
-    """``CheckpointHook._save_checkpoint_with_step`` in a crash-safe order.
-
-    Same bookkeeping as mmengine 0.10.7 (``keep_ckpt_ids`` and ``last_ckpt``
-    in the message hub, so a resumed run rotates the same files), but the
-    outdated checkpoint is removed only after the new checkpoint and the
-    ``last_checkpoint`` pointer are on disk.
-    """
-    from mmengine.dist import is_main_process
-    outdated = None
-    if self.max_keep_ckpts > 0:
-        if not (len(self.keep_ckpt_ids) > 0
-                and self.keep_ckpt_ids[-1] == step):
-            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-                outdated = self.keep_ckpt_ids.popleft()
-            self.keep_ckpt_ids.append(step)
-            runner.message_hub.update_info('keep_ckpt_ids',
-                                           list(self.keep_ckpt_ids))
-
-    ckpt_filename = self.filename_tmpl.format(step)
-    self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
-    runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-
-    runner.save_checkpoint(
-        self.out_dir,
-        ckpt_filename,
-        self.file_client_args,
-        save_optimizer=self.save_optimizer,
-        save_param_scheduler=self.save_param_scheduler,
-        meta=meta,
-        by_epoch=self.by_epoch,
-        backend_args=self.backend_args,
-        **self.args)
-
-    if not is_main_process():
-        return
-    atomic_write(str(self.last_ckpt), osp.join(runner.work_dir,
-                                               'last_checkpoint'))
-    if outdated is not None and outdated != step:
-        path = self.file_backend.join_path(self.out_dir,
-                                           self.filename_tmpl.format(outdated))
-        if self.file_backend.isfile(path):
-            self.file_backend.remove(path)
-        elif self.file_backend.isdir(path):
-            # checkpoints saved by deepspeed are directories
-            self.file_backend.rmtree(path)
-
-
-def _safe_checkpoint_rotation() -> None:
-    from mmengine.hooks import CheckpointHook
-    if getattr(CheckpointHook._save_checkpoint_with_step, '_icar_patched',
-               False):
-        return
-    _save_checkpoint_with_step._icar_patched = True
-    CheckpointHook._save_checkpoint_with_step = _save_checkpoint_with_step
 
 
 # ----------------------------------------------------------------------------
@@ -503,7 +441,6 @@ def apply() -> None:
     if _applied:
         return
     _atomic_local_backend()
-    _safe_checkpoint_rotation()
     _robust_find_latest_checkpoint()
     _safe_checkpoint_loaders()
     _registry_suggestions()

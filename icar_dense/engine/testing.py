@@ -55,7 +55,12 @@ def enable_show_dir(cfg: Config, show_dir: str) -> Config:
 
 
 def enable_result_dump(cfg: Config, out_file: str) -> Config:
-    """Append a metric that pickles the raw predictions to ``out_file``."""
+    """Add a metric that pickles the raw predictions to ``out_file``.
+
+    It is the *first* metric of the test evaluator: mmengine's ``Evaluator``
+    computes its metrics in order, so the predictions are on disk before
+    any other metric runs, and a metric that fails loses no inference.
+    """
     if not out_file.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must be a .pkl file, got {out_file!r}')
     dump = dict(
@@ -64,14 +69,14 @@ def enable_result_dump(cfg: Config, out_file: str) -> Config:
         out_file_path=out_file)
     evaluator = cfg.test_evaluator
     if isinstance(evaluator, (list, tuple)):
-        cfg.test_evaluator = list(evaluator) + [dump]
+        cfg.test_evaluator = [dump] + list(evaluator)
     elif evaluator.get('type') == 'Evaluator' or 'metrics' in evaluator:
         metrics = evaluator['metrics']
         if not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
-        evaluator['metrics'] = list(metrics) + [dump]
+        evaluator['metrics'] = [dump] + list(metrics)
     else:
-        cfg.test_evaluator = [evaluator, dump]
+        cfg.test_evaluator = [dump, evaluator]
     return cfg
 
 

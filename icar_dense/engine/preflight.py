@@ -1,0 +1,501 @@
+"""Check a config before anything expensive runs.
+
+``tools/train.py`` and ``tools/test.py`` call :func:`check_config` right
+after the config is resolved (before the work dir is locked or written,
+before the model, the datasets or a checkpoint are loaded), then
+:func:`build_components` on the runner, before ``Runner.train()`` /
+``Runner.test()``.
+
+:func:`check_config` resolves the ``type`` of every registered component the
+runner builds -- hooks (``default_hooks.<name>``, ``custom_hooks.<i>``),
+loops (``train_cfg``, ``val_cfg``, ``test_cfg``), the model and its
+sub-modules, datasets (wrappers included) and their pipelines, samplers,
+dataloaders, evaluators and metrics, the optimizer wrapper and optimizer,
+parameter schedulers, visualizer, visualization backends, log processor --
+and checks its arguments against the signature of the class.  Many
+OpenMMLab classes take ``**kwargs``; they are followed through the MRO when
+the class hands them to ``super().__init__`` (a class that ignores them
+accepts nothing more; one that keeps them for something else -- e.g.
+``CheckpointHook`` passes them to ``Runner.save_checkpoint``, which takes
+none, ``EMAHook`` to its average model -- is resolved by :data:`KWARGS_SINKS`
+or not checked).  Every unknown argument is reported at once, each with its
+key path, the class, a close match and the accepted arguments::
+
+    default_hooks.checkpoint.intervall: CheckpointHook takes no argument
+    'intervall' (did you mean 'interval'?); it accepts: backend_args, ...
+
+:func:`build_components` then builds the loops (and through them the
+datasets, samplers, dataloaders and evaluators) and the optimizer wrapper
+with the runner's own ``build_*`` methods, so a failure names the config
+key it came from (an exception note) before the first iteration; the runner
+reuses what was built.
+"""
+import ast
+import difflib
+import inspect
+import textwrap
+from typing import List, Set, Tuple
+
+from mmengine.config import Config
+
+# keys a dataloader dict may hold besides DataLoader's own arguments (popped
+# by mmengine's Runner.build_dataloader)
+DATALOADER_EXTRA = ('dataset', 'sampler', 'batch_sampler',
+                    'num_batch_per_epoch', 'worker_init_fn',
+                    'disable_subprocess_warning', 'collate_fn',
+                    'persistent_workers')
+# model keys built by other means than the MODELS registry (norm/act/conv
+# layers through mmcv's build_* helpers, which pop extra keys; weight
+# initialisers; train/test settings)
+MODEL_SKIP_KEYS = ('init_cfg', 'train_cfg', 'test_cfg', 'plugins', 'dcn')
+
+
+class ConfigCheckError(KeyError):
+    """A config names an unknown component or argument.
+
+    A ``KeyError`` (a config key is wrong) whose message is printed as is.
+    """
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
+
+
+# ----------------------------------------------------------------------------
+# what a class accepts
+# ----------------------------------------------------------------------------
+def _checkpoint_hook_sink(cfg, scope):
+    # CheckpointHook(**kwargs) -> Runner.save_checkpoint(..., **kwargs);
+    # the hook passes every argument save_checkpoint has, so none is left
+    return set()
+
+
+def _ema_hook_sink(cfg, scope):
+    # EMAHook(ema_type, **kwargs) -> MODELS.build(dict(type=ema_type,
+    # **kwargs), default_args=dict(model=...))
+    from mmengine.registry import MODELS
+    ema_cls = _resolve(MODELS, cfg.get('ema_type',
+                                       'ExponentialMovingAverage'), scope)
+    if ema_cls is None:
+        return None
+    names, closed = accepted_arguments(ema_cls)
+    return (names - {'model'}) if closed else None
+
+
+def _sinks():
+    from mmengine.hooks import CheckpointHook, EMAHook
+    return {CheckpointHook: _checkpoint_hook_sink, EMAHook: _ema_hook_sink}
+
+
+#: class -> function(cfg, scope) giving the extra names its ``**kwargs``
+#: accept (or None: cannot tell); for classes that keep ``**kwargs``
+#: instead of handing them to ``super().__init__``.
+KWARGS_SINKS = None
+
+
+def _kwargs_use(func, varkw: str):
+    """How ``func`` uses its ``**varkw``.
+
+    Returns ``(status, consumed)``: status True when ``**varkw`` only goes
+    to the parent's ``__init__``, False when it is never used (ignored),
+    None when it is used otherwise or the source cannot be read;
+    ``consumed`` names the parent's parameters that call fills itself
+    (positions as ints, keywords as strings), e.g. ``'lr'`` given for
+    ``param_name`` by ``super().__init__(optimizer, 'lr', *args, **kwargs)``.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(inspect.unwrap(func)))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None, set()
+    forwarded, consumed, in_super = 0, set(), set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == '__init__'):
+            continue
+        target = node.func.value
+        if not ((isinstance(target, ast.Call)
+                 and isinstance(target.func, ast.Name)
+                 and target.func.id == 'super')
+                or isinstance(target, (ast.Name, ast.Attribute))):
+            continue
+        passes = [k for k in node.keywords
+                  if k.arg is None and isinstance(k.value, ast.Name)
+                  and k.value.id == varkw]
+        if not passes:
+            continue
+        forwarded += 1
+        in_super.update(id(k.value) for k in passes)
+        # Base.__init__(self, ...) passes self explicitly
+        offset = 0 if isinstance(target, ast.Call) else 1
+        for i, arg in enumerate(node.args[offset:]):
+            if isinstance(arg, ast.Starred):
+                break
+            consumed.add(i)
+        for keyword in node.keywords:
+            if keyword.arg is not None and not (
+                    isinstance(keyword.value, ast.Name)
+                    and keyword.value.id == keyword.arg):
+                consumed.add(keyword.arg)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Name) and node.id == varkw
+                and id(node) not in in_super):
+            return None, set()
+    return forwarded > 0, consumed
+
+
+def accepted_arguments(cls, cfg=None, scope=None) -> Tuple[Set[str], bool]:
+    """The keyword arguments ``cls(...)`` accepts, and whether that is all.
+
+    Follows ``**kwargs`` through the MRO while each ``__init__`` hands them
+    to its parent; ``closed`` is False when some ``**kwargs`` go elsewhere
+    and :data:`KWARGS_SINKS` does not know where.
+    """
+    global KWARGS_SINKS
+    if KWARGS_SINKS is None:
+        KWARGS_SINKS = _sinks()
+    if not inspect.isclass(cls):
+        try:
+            params = inspect.signature(cls).parameters.values()
+        except (TypeError, ValueError):
+            return set(), False
+        names = {p.name for p in params
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return names, not any(p.kind == p.VAR_KEYWORD for p in params)
+    import torch.nn as nn
+    names: Set[str] = set()
+    consumed: Set = set()  # filled in by the child's super().__init__ call
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        if klass is object or klass is nn.Module:
+            return names, True  # they take no keyword arguments
+        try:
+            params = list(inspect.signature(init).parameters.values())[1:]
+        except (TypeError, ValueError):
+            return names, False
+        for i, p in enumerate(params):
+            if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                continue
+            taken = p.name in consumed or (
+                p.kind == p.POSITIONAL_OR_KEYWORD and i in consumed)
+            if not taken:
+                names.add(p.name)
+        varkw = next((p.name for p in params if p.kind == p.VAR_KEYWORD),
+                     None)
+        if varkw is None:
+            return names, True
+        if klass in KWARGS_SINKS:
+            extra = KWARGS_SINKS[klass](cfg or {}, scope)
+            if extra is None:
+                return names, False
+            return names | extra, True
+        forwards, consumed = _kwargs_use(init, varkw)
+        if forwards is None:
+            return names, False
+        if forwards is False:
+            return names, True  # **kwargs ignored: nothing else has effect
+    return names, True
+
+
+# ----------------------------------------------------------------------------
+# resolving types
+# ----------------------------------------------------------------------------
+def _resolve(registry, type_, scope):
+    if not isinstance(type_, str):
+        return type_ if callable(type_) else None
+    with registry.switch_scope_and_registry(scope) as reg:
+        try:
+            return reg.get(type_)
+        except Exception:  # noqa: BLE001  (a bad 'a.b' path)
+            return None
+
+
+def _close(word, names, n=1):
+    return difflib.get_close_matches(word, sorted(names), n=n, cutoff=0.6)
+
+
+class _Checker:
+
+    def __init__(self, cfg: Config, scope: str):
+        self.cfg = cfg
+        self.scope = scope
+        self.problems: List[str] = []
+
+    # -- one component -------------------------------------------------
+    def component(self, path: str, cfg, registry, default_type=None,
+                  injected=(), extra=(), unknown_type_ok=False):
+        """Check ``cfg`` (a dict with ``type``); return the class or None."""
+        if not isinstance(cfg, dict):
+            return None
+        type_ = cfg.get('type', default_type)
+        if type_ is None:
+            return None
+        cls = _resolve(registry, type_, self.scope)
+        if cls is None:
+            if not unknown_type_ok:
+                from .safety import suggest_registered_names
+                with registry.switch_scope_and_registry(self.scope) as reg:
+                    names = suggest_registered_names(reg, str(type_))
+                hint = (' (did you mean ' +
+                        ' or '.join(repr(n) for n in names) + '?)'
+                        if names else '')
+                self.problems.append(
+                    f'{path}.type: {type_!r} is not a registered '
+                    f'{registry.name} type in scope {self.scope!r}{hint}')
+            return None
+        names, closed = accepted_arguments(cls, cfg, self.scope)
+        if not closed:
+            return cls
+        accepted = (names | set(extra) | {'type', '_scope_'}) - set(injected)
+        name = getattr(cls, '__name__', str(type_))
+        for key in cfg:
+            if key in accepted:
+                continue
+            close = _close(key, accepted - {'type', '_scope_'})
+            hint = (' (did you mean ' + ' or '.join(repr(c) for c in close) +
+                    '?)' if close else '')
+            shown = sorted(accepted - {'type', '_scope_'})
+            self.problems.append(
+                f'{path}.{key}: {name} takes no argument {key!r}{hint}; it '
+                f'accepts: {", ".join(shown) or "no arguments"}')
+        return cls
+
+    # -- groups ----------------------------------------------------------
+    def hooks(self):
+        from mmengine.registry import HOOKS
+        default_hooks = self.cfg.get('default_hooks') or {}
+        for name, hook in default_hooks.items():
+            self.component(f'default_hooks.{name}', hook, HOOKS)
+        for i, hook in enumerate(self.cfg.get('custom_hooks') or []):
+            self.component(f'custom_hooks.{i}', hook, HOOKS)
+
+    def loop(self, key, default_type):
+        from mmengine.registry import LOOPS
+        loop = self.cfg.get(key)
+        if not isinstance(loop, dict):
+            return
+        loop = dict(loop)
+        if key == 'train_cfg' and 'type' not in loop:
+            if 'by_epoch' not in loop:
+                return  # mmengine raises its own error
+            loop['type'] = ('EpochBasedTrainLoop'
+                            if loop.pop('by_epoch') else 'IterBasedTrainLoop')
+        self.component(key, loop, LOOPS, default_type=default_type,
+                       injected=('runner', 'dataloader', 'evaluator'))
+
+    def dataloader(self, key):
+        from mmengine.registry import DATA_SAMPLERS
+        from torch.utils.data import DataLoader
+        loader = self.cfg.get(key)
+        if not isinstance(loader, dict):
+            return
+        accepted = set(inspect.signature(DataLoader.__init__).parameters)
+        accepted |= set(DATALOADER_EXTRA)
+        accepted.discard('self')
+        for name in loader:
+            if name not in accepted:
+                close = _close(name, accepted)
+                hint = (' (did you mean ' + ' or '.join(
+                    repr(c) for c in close) + '?)' if close else '')
+                self.problems.append(
+                    f'{key}.{name}: a dataloader takes no argument '
+                    f'{name!r}{hint}; it accepts: '
+                    f'{", ".join(sorted(accepted))}')
+        self.component(f'{key}.sampler', loader.get('sampler'),
+                       DATA_SAMPLERS, injected=('dataset', 'seed'))
+        self.component(f'{key}.batch_sampler', loader.get('batch_sampler'),
+                       DATA_SAMPLERS, injected=('sampler', 'batch_size'))
+        self.dataset(f'{key}.dataset', loader.get('dataset'))
+
+    def dataset(self, path, cfg):
+        from mmengine.registry import DATASETS
+        if not isinstance(cfg, dict):
+            return
+        self.component(path, cfg, DATASETS)
+        inner = cfg.get('dataset')
+        if isinstance(inner, dict):
+            self.dataset(f'{path}.dataset', inner)
+        datasets = cfg.get('datasets')
+        if isinstance(datasets, (list, tuple)):
+            for i, item in enumerate(datasets):
+                self.dataset(f'{path}.datasets.{i}', item)
+        pipeline = cfg.get('pipeline')
+        if isinstance(pipeline, (list, tuple)):
+            self.transforms(f'{path}.pipeline', pipeline)
+
+    def transforms(self, path, pipeline):
+        from mmengine.registry import TRANSFORMS
+        for i, transform in enumerate(pipeline):
+            if isinstance(transform, (list, tuple)):  # TestTimeAug
+                self.transforms(f'{path}.{i}', transform)
+                continue
+            if not isinstance(transform, dict):
+                continue
+            self.component(f'{path}.{i}', transform, TRANSFORMS)
+            inner = transform.get('transforms')
+            if isinstance(inner, (list, tuple)):
+                self.transforms(f'{path}.{i}.transforms', inner)
+
+    def evaluator(self, key):
+        from mmengine.registry import EVALUATOR, METRICS
+        evaluator = self.cfg.get(key)
+        if isinstance(evaluator, dict) and 'metrics' in evaluator:
+            self.component(key, evaluator, EVALUATOR,
+                           default_type='Evaluator')
+            metrics, base = evaluator['metrics'], f'{key}.metrics'
+        else:
+            metrics, base = evaluator, key
+        if isinstance(metrics, dict):
+            self.component(base, metrics, METRICS)
+        elif isinstance(metrics, (list, tuple)):
+            for i, metric in enumerate(metrics):
+                self.component(f'{base}.{i}', metric, METRICS)
+
+    def optim(self):
+        from mmengine.registry import (OPTIM_WRAPPERS, OPTIMIZERS,
+                                       PARAM_SCHEDULERS)
+        wrapper = self.cfg.get('optim_wrapper')
+        if isinstance(wrapper, dict) and 'constructor' not in wrapper and \
+                isinstance(wrapper.get('optimizer'), dict):
+            self.component('optim_wrapper', wrapper, OPTIM_WRAPPERS,
+                           default_type='OptimWrapper',
+                           extra=('paramwise_cfg', ))
+            self.component('optim_wrapper.optimizer', wrapper['optimizer'],
+                           OPTIMIZERS, injected=('params', ))
+        schedulers = self.cfg.get('param_scheduler')
+        if isinstance(schedulers, dict) and 'type' in schedulers:
+            schedulers = [schedulers]
+        if isinstance(schedulers, (list, tuple)):
+            for i, scheduler in enumerate(schedulers):
+                self.component(f'param_scheduler.{i}', scheduler,
+                               PARAM_SCHEDULERS, injected=('optimizer', ),
+                               extra=('convert_to_iter_based', ))
+
+    def runtime(self):
+        from mmengine.registry import (LOG_PROCESSORS, VISBACKENDS,
+                                       VISUALIZERS)
+        visualizer = self.cfg.get('visualizer')
+        if isinstance(visualizer, dict):
+            self.component('visualizer', visualizer, VISUALIZERS,
+                           default_type='Visualizer')
+            for i, backend in enumerate(visualizer.get('vis_backends')
+                                        or []):
+                self.component(f'visualizer.vis_backends.{i}', backend,
+                               VISBACKENDS)
+        self.component('log_processor', self.cfg.get('log_processor'),
+                       LOG_PROCESSORS, default_type='LogProcessor')
+
+    def model(self, path, cfg, top=True):
+        from mmengine.registry import MODELS
+        if not isinstance(cfg, dict):
+            return
+        # an unknown model type is left to the registry's own error (with
+        # its suggestion), raised when the runner builds the model
+        cls = self.component(path, cfg, MODELS, unknown_type_ok=True,
+                             extra=('data_preprocessor', ) if top else ())
+        if cls is None:
+            return
+        for key, value in cfg.items():
+            if key in MODEL_SKIP_KEYS or key.endswith('_cfg') or \
+                    key == 'type':
+                continue
+            items = (enumerate(value) if isinstance(value, (list, tuple))
+                     else [(None, value)])
+            for i, item in items:
+                if isinstance(item, dict) and 'type' in item:
+                    sub = f'{path}.{key}' if i is None else \
+                        f'{path}.{key}.{i}'
+                    self.model(sub, item, top=False)
+
+
+def check_config(cfg: Config, mode: str = 'train') -> None:
+    """Check every registered component of ``cfg`` for ``mode``.
+
+    Args:
+        cfg (Config): A resolved config (after ``--cfg-options``).
+        mode (str): ``'train'`` (training, validation and, by signature
+            only, testing components) or ``'test'``.
+
+    Raises:
+        ConfigCheckError: Listing each unknown type or argument with its
+            key path, a close match and the accepted arguments.
+    """
+    if mode not in ('train', 'test'):
+        raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+    # mmengine's root registries fill when these modules are imported
+    import mmengine.dataset  # noqa: F401
+    import mmengine.evaluator  # noqa: F401
+    import mmengine.hooks  # noqa: F401
+    import mmengine.model  # noqa: F401
+    import mmengine.optim  # noqa: F401
+    import mmengine.runner  # noqa: F401
+    import mmengine.visualization  # noqa: F401
+    scope = cfg.get('default_scope')
+    checker = _Checker(cfg, scope)
+    checker.hooks()
+    checker.runtime()
+    checker.model('model', cfg.get('model'))
+    if mode == 'train':
+        checker.loop('train_cfg', None)
+        checker.dataloader('train_dataloader')
+        checker.optim()
+    for split, default in (('val', 'ValLoop'), ('test', 'TestLoop')):
+        if mode == 'test' and split == 'val':
+            continue
+        if cfg.get(f'{split}_cfg') is None:
+            continue
+        checker.loop(f'{split}_cfg', default)
+        checker.dataloader(f'{split}_dataloader')
+        checker.evaluator(f'{split}_evaluator')
+    if checker.problems:
+        raise ConfigCheckError(
+            f'config {cfg.filename}: {len(checker.problems)} unknown '
+            'component(s) or argument(s), found before anything was built '
+            'or written:\n  ' + '\n  '.join(checker.problems))
+
+
+def build_components(runner, mode: str = 'train') -> None:
+    """Build the loops, datasets, evaluators and optimizer wrapper now.
+
+    Uses the runner's own ``build_*`` (through its ``train_loop`` /
+    ``val_loop`` / ``test_loop`` properties); ``Runner.train()`` /
+    ``Runner.test()`` reuse the built objects.  An exception gets a note
+    naming the config key it came from.
+    """
+    from mmengine.runner import Runner
+    if not isinstance(runner, Runner):
+        return  # e.g. FlexibleRunner: builds through its strategy
+
+    def build(key, make):
+        try:
+            return make()
+        except Exception as err:  # noqa: BLE001
+            err.add_note(f'(while building {key} of {runner.cfg.filename} '
+                         'before the first iteration)')
+            raise
+
+    if mode == 'train':
+        build('train_cfg / train_dataloader', lambda: runner.train_loop)
+        runner.optim_wrapper = build(
+            'optim_wrapper',
+            lambda: runner.build_optim_wrapper(runner.optim_wrapper))
+        build('val_cfg / val_dataloader / val_evaluator',
+              lambda: runner.val_loop)
+    else:
+        build('test_cfg / test_dataloader / test_evaluator',
+              lambda: runner.test_loop)
+
+
+def problems_of(cfg: Config, mode: str = 'train') -> List[str]:
+    """The problems :func:`check_config` would raise for, as a list."""
+    try:
+        check_config(cfg, mode)
+    except ConfigCheckError as err:
+        return str(err).split('\n  ')[1:]
+    return []
+
+
+__all__ = ['ConfigCheckError', 'accepted_arguments', 'build_components',
+           'check_config', 'problems_of']
