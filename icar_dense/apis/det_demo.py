@@ -108,7 +108,7 @@ def run_demo(cfg: Config, args):
         DetDataSample: The prediction (boxes in image pixels).
     """
     from mmdet.apis import inference_detector
-    from mmdet.visualization import DetLocalVisualizer
+    from icar_dense.engine.det_vis import OVDetLocalVisualizer
     import mmcv
 
     if not osp.isfile(args.input):
@@ -130,7 +130,7 @@ def run_demo(cfg: Config, args):
         osp.splitext(osp.basename(args.input))[0] + '_det.jpg')
     if osp.dirname(out_file):
         os.makedirs(osp.dirname(out_file), exist_ok=True)
-    visualizer = DetLocalVisualizer.get_instance(
+    visualizer = OVDetLocalVisualizer.get_instance(
         f'icar_det_demo_{id(model)}')
     visualizer.dataset_meta = model.dataset_meta
     image = mmcv.imread(args.input, channel_order='rgb')
@@ -144,6 +144,12 @@ def run_demo(cfg: Config, args):
     keep = pred.scores >= score_thr
     print(f'{int(keep.sum())} detections with score >= {score_thr} '
           f'(vocabulary of {len(names)} classes)')
+    if not bool(keep.any()) and len(pred):
+        # the picture then shows the best few with their scores: say so
+        keep = pred.scores >= pred.scores.topk(
+            min(visualizer.fallback_topk, len(pred))).values[-1]
+        print(f'none clears {score_thr}: the picture shows the top '
+              f'{int(keep.sum())} with their scores')
     for label, score, box in zip(pred.labels[keep], pred.scores[keep],
                                  pred.bboxes[keep]):
         coords = ', '.join(f'{v:.0f}' for v in box.tolist())
