@@ -224,6 +224,10 @@ ALLOWED = {
         # the public recipe trains the text tower (as the iCAR authors);
         # the open-vocabulary example keeps it frozen
         r'model\.decode_head\.text_classifier\.freeze_text_encoder',
+        # CheckSegMap is bounded by the example's own class count (data)
+        r'(train|val|test)_dataloader\.dataset\.pipeline\.\d+\.num_classes',
+        r'(train|test)_pipeline\.\d+\.num_classes',
+        r'tta_pipeline\.1\.transforms',
         r'(train_cfg|param_scheduler|default_hooks\.checkpoint)\..*',
         r'(data_root|classes|dataset(\..*)?|vocabulary|num_classes|'
         r'max_iters)',
