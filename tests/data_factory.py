@@ -210,3 +210,15 @@ def make_lvis_sized_json(path, num_images=20000, num_annotations=250000,
             segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]))
     return write_json(path, dict(images=images, annotations=annotations,
                                  categories=cats))
+
+
+def pipeline_steps(pipeline):
+    """The transforms of a pipeline in order, with the loading transforms
+    that ``SafeLoad`` wraps listed in its place (configs wrap decoding)."""
+    steps = []
+    for step in pipeline:
+        if step.get('type') == 'SafeLoad':
+            steps.extend(pipeline_steps(step['transforms']))
+        else:
+            steps.append(step)
+    return steps

@@ -22,7 +22,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import icar_dense  # noqa: F401
-from data_factory import load_photo
+from data_factory import load_photo, pipeline_steps
 from helpers_text import (build_tokenizer_dir, tiny_roberta_config,
                           tokenizer_size)
 from icar_layout import captured_mm_log, icar_checkpoint
@@ -204,7 +204,7 @@ def _shrink(cfg, data, work_dir):
         # mmengine runs gc.collect() to serialize a dataset: slow in a big
         # test process, pointless for 4 videos
         dataset.serialize_data = False
-        if dataset.type == 'VideoDataset':
+        if dataset.type in ('VideoDataset', 'ValidatedVideoDataset'):
             dataset.ann_file = data['k400_train' if name ==
                                     'train_dataloader' else 'k400_val']
     cfg.default_hooks.logger.interval = 1
@@ -282,12 +282,19 @@ def test_public_configs_as_users_get_them():
     assert cfg.model.backbone.window_size == (8, 7, 7)
     assert cfg.model.cls_head.in_channels == 1024
     assert cfg.model.cls_head.text_classifier.tau == 0.05
-    sample = cfg.train_pipeline[1]
+    train = {s.type: s for s in pipeline_steps(cfg.train_pipeline)}
+    sample = train['SampleFrames']
     assert (sample.clip_len, sample.frame_interval) == (32, 2)
-    test = {s.type: s for s in cfg.test_pipeline}
+    test = {s.type: s for s in pipeline_steps(cfg.test_pipeline)}
     assert test['SampleFrames'].num_clips == 4
     assert test['ThreeCrop'].crop_size == 224
-    assert cfg.train_pipeline[0].type == 'DecordInit'
+    # decoding fails naming the video (SafeLoad); labels checked against 400
+    for pipeline in (cfg.train_pipeline, cfg.val_pipeline, cfg.test_pipeline):
+        assert pipeline[0].type == 'SafeLoad'
+        assert [t.type for t in pipeline[0].transforms] == [
+            'DecordInit', 'SampleFrames', 'DecordDecode']
+    assert cfg.train_dataloader.dataset.type == 'ValidatedVideoDataset'
+    assert cfg.test_dataloader.dataset.num_classes == 400
     assert cfg.train_dataloader.dataset.ann_file.endswith(
         'kinetics400_train_list_videos.txt')
     optim = cfg.optim_wrapper

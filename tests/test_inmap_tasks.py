@@ -22,6 +22,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import icar_dense  # noqa: E402,F401
 from conftest import REPO, BackgroundTool, free_port  # noqa: E402
+from data_factory import pipeline_steps  # noqa: E402
 from icar_dense.inmap import load_proxies  # noqa: E402
 from icar_dense.inmap.evaluation import (
     InMaPTestLoop,  # noqa: E402
@@ -284,7 +285,8 @@ def test_video_clip_embeddings_one_and_two_processes(action_data, tmp_path):
                                            loop.proxies[name][variant])
         assert not torch.allclose(used[5], used[10])
         # one embedding per view: 5 videos x 2 clips x 3 crops (ThreeCrop)
-        steps = {s.type: s for s in cfg.test_dataloader.dataset.pipeline}
+        steps = {s.type: s for s in pipeline_steps(
+            cfg.test_dataloader.dataset.pipeline)}
         views = steps['SampleFrames'].num_clips * (3 if 'ThreeCrop' in steps
                                                    else 1)
         assert loop.summary[name]['num_features'] == 5 * views == 30

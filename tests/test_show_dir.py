@@ -30,6 +30,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from conftest import REPO  # noqa: E402
+from data_factory import pipeline_steps  # noqa: E402
 from test_examples import (action_data,  # noqa: E402,F401
                            action_example, det_data, det_example, doc_blocks,
                            seg_env, seg_example, unique)
@@ -136,7 +137,7 @@ def test_show_dir_action(action_data, tmp_path, monkeypatch):  # noqa: F811
                          tmp_path / 'test', '--show-dir', show], monkeypatch)
     with open(cfg.test_dataloader.dataset.ann_file) as f:
         num_videos = len(f.read().split()) // 2
-    clip_len = [t for t in cfg.test_pipeline
+    clip_len = [t for t in pipeline_steps(cfg.test_pipeline)
                 if t.type == 'SampleFrames'][0].clip_len
     samples = sorted(os.listdir(show))
     assert len(samples) == num_videos, samples

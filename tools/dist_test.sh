@@ -12,6 +12,13 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
+source "$(dirname "$0")/dist_args.sh"
+require_file CONFIG "${CONFIG}"
+require_file CHECKPOINT "${CHECKPOINT}"
+require_count NUM_PROCS "${GPUS}" "Use one per GPU (nvidia-smi -L); without GPUs, the CPU processes to run (gloo)."
+require_count NNODES "${NNODES}" "The number of machines."
+require_index NODE_RANK "${NODE_RANK}" "${NNODES}"
+require_count PORT "${PORT}" "A free TCP port for the rendezvous."
 
 PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH} \
 exec "${PYTHON}" -m torch.distributed.run \

@@ -15,6 +15,9 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
+source "$(dirname "$0")/dist_args.sh"
+require_count GPUS "${GPUS}" "The total number of GPU processes."
+require_count GPUS_PER_NODE "${GPUS_PER_NODE}" "GPUs per node."
 TASKS_PER_NODE=$(( GPUS < GPUS_PER_NODE ? GPUS : GPUS_PER_NODE ))
 # an array: extra arguments stay whole (--cfg-options k="[1, 2]")
 PY_ARGS=("${@:5}")

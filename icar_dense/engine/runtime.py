@@ -67,13 +67,74 @@ def local_rank_to_env(local_rank):
         os.environ['LOCAL_RANK'] = str(local_rank)
 
 
+class ConfigOptionError(ValueError):
+    """A ``--cfg-options`` key that does not fit the config's structure."""
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
+
+
+def check_cfg_option(cfg: Config, key: str, value) -> None:
+    """Refuse an option whose path runs through a value that is not a dict
+    (``model.backbone.depths.x=1`` where ``depths`` is a list), a list index
+    that does not exist, or that replaces a whole dict section by a plain
+    value (``model.backbone=swin``).
+
+    mmengine merges such options into a config that fails much later, deep
+    in a library (``unsupported operand type(s) for +: 'int' and 'str'``),
+    or with a message about base configs the user never wrote.
+    """
+    node = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+    parts = key.split('.')
+    for depth, part in enumerate(parts):
+        here = '.'.join(parts[:depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, dict):
+            if part not in node:
+                return  # a new key: preflight.check_config names unknown ones
+            child = node[part]
+        elif isinstance(node, (list, tuple)):
+            parent = '.'.join(parts[:depth])
+            if not part.isdigit():
+                raise ConfigOptionError(
+                    f'--cfg-options {key}: {parent} is a list of '
+                    f'{len(node)} in the config, so its items are addressed '
+                    f'by index ({parent}.0.KEY=...), not by {part!r}; or set '
+                    f'the whole list: {parent}="[...]"')
+            if int(part) >= len(node):
+                raise ConfigOptionError(
+                    f'--cfg-options {key}: {parent} has {len(node)} items '
+                    f'(indices 0 to {len(node) - 1}), no item {part}')
+            child = node[int(part)]
+        else:
+            parent = '.'.join(parts[:depth])
+            raise ConfigOptionError(
+                f'--cfg-options {key}: {parent} is {_describe(node)} '
+                f'({type(node).__name__}) in the config, not a section with '
+                f'keys; set it directly: {parent}=VALUE')
+        if last and isinstance(child, dict) and value is not None and \
+                not isinstance(value, dict):
+            fields = ', '.join(list(child)[:8])
+            raise ConfigOptionError(
+                f'--cfg-options {key}={value!r}: {here} is a section '
+                f'({fields}) in the config; set one of its keys ({here}.KEY='
+                f'VALUE), or None to remove it')
+        node = child
+
+
 def merge_cfg_options(cfg: Config, options) -> Config:
     """``--cfg-options`` merge that also honours a changed ``custom_imports``.
 
-    ``Config.fromfile`` imports ``custom_imports`` before the command-line
-    options are merged; modules added on the command line are imported here.
+    Every option is checked against the config's structure first
+    (:func:`check_cfg_option`). ``Config.fromfile`` imports
+    ``custom_imports`` before the command-line options are merged; modules
+    added on the command line are imported here.
     """
     if options:
+        for key, value in options.items():
+            check_cfg_option(cfg, key, value)
         cfg.merge_from_dict(options)
         imports = cfg.get('custom_imports')
         if imports:
@@ -87,9 +148,14 @@ def dry_run_exit(cfg: Config, tool: str) -> None:
 
     The docs check (tests/test_docs.py) runs every documented command this
     way: arguments parse, the config and its ``_base_`` files load and the
-    overrides apply, without training on data the test machine lacks.
+    overrides apply, without training on data the test machine lacks.  With
+    ``ICAR_DRY_RUN_DUMP=FILE`` the resolved config is also written to FILE
+    (tests/test_cli_flags.py checks what each flag changes that way).
     """
     if os.environ.get('ICAR_DRY_RUN') == '1':
+        dump = os.environ.get('ICAR_DRY_RUN_DUMP')
+        if dump:  # the config as the tool would run it (tests of flags)
+            cfg.dump(dump)
         print(f'[dry-run] {tool}: {cfg.filename} resolved '
               f'(default_scope={cfg.get("default_scope")}, '
               f'work_dir={cfg.get("work_dir")})')
