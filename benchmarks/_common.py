@@ -1,7 +1,9 @@
 # Copyright (c) icar_dense contributors. All rights reserved.
 """Shared pieces of the side-by-side benchmarks.
 
-* :func:`machine_info` -- CPU model, cores, threads, versions, load average.
+* :func:`machine_info` -- CPU model, cores, threads, versions, load average,
+  the CPU's native-bfloat16 flags and the large-vocabulary screening dtype
+  chosen for the device.
 * :func:`interleaved` -- time several variants in one process: warm-up, then
   rounds A, B, A, B, ...; medians and the median of the per-round ratios.
 * :func:`peak_rss_subprocess` -- peak resident memory of a variant, measured
@@ -74,6 +76,16 @@ def machine_info(device: str = 'cpu') -> dict:
     )
     if device.startswith('cuda') and torch.cuda.is_available():
         info['gpu'] = torch.cuda.get_device_name(device)
+    try:
+        # the dtype of the large-vocabulary screening on this device
+        from icar_dense.models.heads.large_vocab import (cpu_bf16_flags,
+                                                         screen_dtype_info)
+        screen = screen_dtype_info(device)
+        info.update(cpu_bf16_flags=cpu_bf16_flags(),
+                    screen_dtype=screen['name'],
+                    screen_dtype_reason=screen['reason'])
+    except ImportError:
+        pass
     try:
         import mmdet
         import mmseg

@@ -199,6 +199,13 @@ def main(argv=None):
             **C.ratio_figure(times, f'{args.small}', f'{args.large}'))
         fig['meets_goal'] = fig['ratio'] <= 1.2
         if task == 'seg':
+            # the screening dtype chosen for this device (bfloat16 only
+            # where it is fast: see large_vocab.screen_dtype_info)
+            from icar_dense.models.heads.large_vocab import \
+                screen_dtype_info
+            screen = screen_dtype_info(args.device)
+            fig['screen_dtype'] = screen['name']
+            fig['screen_dtype_reason'] = screen['reason']
             for key, model in ((args.small, small), (args.large, large)):
                 variants[f'{key}']()
                 stats = model.large_vocab_stats[0] \
@@ -257,6 +264,11 @@ def main(argv=None):
         'task', 'classes', 'time ratio', 'small s', 'large s',
         'peak RSS ratio', 'goal', 'met'
     ])
+    machine = figures[0]['machine'] if figures else C.machine_info(
+        args.device)
+    print(f'# CPU: {machine["cpu"]}; large-vocabulary screening dtype: '
+          f'{machine.get("screen_dtype", "?")} '
+          f'({machine.get("screen_dtype_reason", "")})')
 
 
 if __name__ == '__main__':

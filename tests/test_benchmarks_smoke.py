@@ -25,6 +25,7 @@ import _common as C  # noqa: E402
 from icar_dense.models.heads.large_vocab import (_per_class_nms,  # noqa: E402
                                                  chain_matrices, dense_argmax,
                                                  screen_candidates,
+                                                 screen_dtype_info,
                                                  topk_multiclass_nms)
 
 
@@ -210,8 +211,10 @@ def test_dense_argmax_equals_brute_force(num_classes, use_bf16, k):
     cols = chain_matrices([11, 11], [(0, 44), (30, 74)], 74, False, (2, 0),
                           False, 61, True)
     stats = {}
+    # bfloat16 forced: its bound is tested whatever this CPU would choose
     pred = dense_argmax(emb, classes, 20.0, rows, cols, k=k,
-                        use_bf16=use_bf16, tile=16, stats=stats)
+                        use_bf16=use_bf16, tile=16, stats=stats,
+                        screen_dtype='bfloat16' if use_bf16 else None)
     logits = 20.0 * torch.einsum('hwd,cd->chw', emb, classes)
     full = torch.einsum('yh,chw,xw->cyx', rows, logits, cols)
     ref = full.argmax(0)
@@ -221,13 +224,16 @@ def test_dense_argmax_equals_brute_force(num_classes, use_bf16, k):
     if k == 1:
         assert stats['fallback_pixels'] > 0
         assert stats['screen_dtype'] == 'float32' and stats['screen_k'] == 1
+    if use_bf16:
+        assert stats['screen_dtype'] == 'bfloat16'
 
 
 def test_screen_candidates_bf16_bound_holds():
     g = torch.Generator().manual_seed(6)
     emb = F.normalize(torch.randn(257, 64, generator=g), dim=-1)
     classes = F.normalize(torch.randn(5000, 64, generator=g), dim=-1)
-    idx, bound = screen_candidates(emb, classes, 12, use_bf16=True)
+    idx, bound = screen_candidates(emb, classes, 12, use_bf16=True,
+                                   dtype=torch.bfloat16)
     exact = emb @ classes.t()
     outside = torch.ones_like(exact, dtype=torch.bool)
     outside.scatter_(1, idx, False)
@@ -235,6 +241,51 @@ def test_screen_candidates_bf16_bound_holds():
     # the exact top-3 are always candidates
     top3 = exact.topk(3, dim=1).indices
     assert bool(torch.gather(~outside, 1, top3).all())
+
+
+def test_screen_dtype_follows_the_device(tmp_path, monkeypatch):
+    """bfloat16 screening only where the device does it fast: never on a
+    CPU without native bfloat16 (emulated: ~100x slower than float32 on an
+    AVX2 AMD EPYC), a probe decides on one with it, once per process."""
+    from icar_dense.models.heads import large_vocab as lv
+    monkeypatch.delenv('ICAR_SCREEN_DTYPE', raising=False)
+    probes = []
+
+    def probe(dtype, device):
+        probes.append(dtype)
+        return {torch.float32: 1.0, torch.bfloat16: bf16_seconds}[dtype]
+
+    monkeypatch.setattr(lv, '_probe_seconds', probe)
+    avx2 = tmp_path / 'avx2'
+    avx2.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n')
+    amx = tmp_path / 'amx'
+    amx.write_text('flags\t\t: avx2 avx512f avx512_bf16 amx_bf16\n')
+    for cpuinfo, bf16_seconds, expected, probed in (
+            (avx2, 0.1, 'float32', False),  # no flags: no probe needed
+            (amx, 0.3, 'bfloat16', True),
+            (amx, 1.5, 'float32', True),  # listed but slow
+            (tmp_path / 'missing', 0.3, 'bfloat16', True)):
+        monkeypatch.setattr(lv, '_screen_cache', {})
+        probes.clear()
+        info = screen_dtype_info('cpu', cpuinfo=str(cpuinfo))
+        assert info['name'] == expected, (cpuinfo, info)
+        assert bool(probes) == probed
+        probes.clear()
+        assert screen_dtype_info('cpu', cpuinfo=str(cpuinfo)) is info
+        assert not probes  # measured once per process
+    assert lv.cpu_bf16_flags(str(avx2)) == []
+    assert lv.cpu_bf16_flags(str(amx)) == ['avx512_bf16', 'amx_bf16']
+    monkeypatch.setenv('ICAR_SCREEN_DTYPE', 'float32')
+    assert screen_dtype_info('cpu')['name'] == 'float32'
+    monkeypatch.setenv('ICAR_SCREEN_DTYPE', 'half')
+    with pytest.raises(ValueError, match='ICAR_SCREEN_DTYPE'):
+        screen_dtype_info('cpu')
+    # the benchmarks say which dtype this machine uses
+    monkeypatch.delenv('ICAR_SCREEN_DTYPE')
+    monkeypatch.setattr(lv, '_screen_cache', {})
+    machine = C.machine_info('cpu')
+    assert machine['screen_dtype'] in ('float32', 'bfloat16')
+    assert machine['screen_dtype_reason']
 
 
 @pytest.fixture(scope='module')
@@ -279,8 +330,10 @@ def _seg_case(model, mode, size, meta, num_classes, **large_vocab):
 
 
 @pytest.mark.parametrize('case', ['slide_flip_pad_resize', 'whole',
-                                  'no_samples', 'bf16', 'fallback'])
-def test_segmentor_large_vocab_equals_dense(tiny_segmentor, case):
+                                  'no_samples', 'bf16', 'bf16_forced',
+                                  'fallback'])
+def test_segmentor_large_vocab_equals_dense(tiny_segmentor, case,
+                                            monkeypatch):
     meta = dict(
         img_shape=(96, 112),
         ori_shape=(120, 100),
@@ -295,11 +348,16 @@ def test_segmentor_large_vocab_equals_dense(tiny_segmentor, case):
         _seg_case(tiny_segmentor, 'whole', (96, 112), meta, 300)
     elif case == 'no_samples':
         _seg_case(tiny_segmentor, 'slide', (80, 100), None, 300)
-    elif case == 'bf16':
+    elif case.startswith('bf16'):
+        if case == 'bf16_forced':
+            monkeypatch.setenv('ICAR_SCREEN_DTYPE', 'bfloat16')
         stats = _seg_case(
             tiny_segmentor, 'slide', (96, 112), meta, 3000,
             bf16_min_classes=1000)
-        assert stats['screen_dtype'] == 'bfloat16'
+        # bfloat16 only where this device multiplies it fast
+        assert stats['screen_dtype'] == screen_dtype_info('cpu')['name']
+        if case == 'bf16_forced':
+            assert stats['screen_dtype'] == 'bfloat16'
         assert stats['screen_k'] == tiny_segmentor.LARGE_VOCAB_DEFAULTS[
             'bf16_topk']
     else:

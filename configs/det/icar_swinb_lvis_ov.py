@@ -38,4 +38,9 @@ model = dict(
             # LVIS allows up to 300 detections per image
             max_per_img=300)))
 
+# LVIS box / mask AP with lvis-api's numbers (mmdet's LVISMetric keys) in
+# bounded time and memory: icar_dense/evaluation/lvis_metric.py
+val_evaluator = dict(type='FastLVISMetric')
+test_evaluator = val_evaluator
+
 default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))

@@ -29,15 +29,22 @@ than the classifier itself:
   union of the candidates of its positions is evaluated exactly (float32) and
   the winner is accepted where it beats ``sum_q A[p, q] t(q)``, which bounds
   every class that is nowhere a candidate.  The remaining pixels are
-  evaluated over all classes.  For large vocabularies the screening runs in
-  bfloat16 and its bound carries the worst-case rounding error.
+  evaluated over all classes.  For large vocabularies the screening may run
+  in bfloat16 (its bound then carries the worst-case rounding error) -- only
+  where the device multiplies bfloat16 fast: :func:`screen_dtype_info`
+  chooses it on CUDA (with bf16 support) and on CPUs with native bfloat16
+  (AVX512-BF16 / AMX, confirmed by a one-off probe), and float32 elsewhere.
+  On a CPU without them a bfloat16 matmul is emulated: measured 100x slower
+  than float32 on an AVX2 AMD EPYC (0.5 vs 50 GFLOP/s).
 
 Both functions give the results of the dense computation up to float32
 rounding (ties between classes whose values differ by ~1e-6 may break
 differently); ``tests/test_benchmarks_smoke.py`` checks the equivalence.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+import os
+import time
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +52,7 @@ from torch import Tensor
 
 __all__ = [
     'topk_multiclass_nms', 'resize_matrix', 'screen_candidates',
-    'dense_argmax'
+    'dense_argmax', 'screen_dtype_info', 'cpu_bf16_flags'
 ]
 
 # ----------------------------------------------------------------------
@@ -226,6 +233,112 @@ _BF16_MARGIN = 2 * _BF16_U + _BF16_U**2 + _BF16_U * (1 + _SHIFT) + 1e-4
 _FP32_MARGIN = 1e-4
 
 
+# which dtype screens fast on this device
+# x86 flags of native bfloat16 arithmetic (Linux /proc/cpuinfo names); on
+# ARM the 'bf16' feature
+_NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16', 'bf16')
+_SCREEN_DTYPES = {'bfloat16': torch.bfloat16, 'float32': torch.float32}
+_screen_cache: Dict[str, dict] = {}
+
+
+def cpu_bf16_flags(cpuinfo: str = '/proc/cpuinfo') -> Optional[List[str]]:
+    """The native-bfloat16 features the CPU lists (``[]``: none), or None
+    when ``cpuinfo`` cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo, encoding='utf-8', errors='replace') as f:
+            for line in f:
+                key = line.split(':', 1)[0].strip().lower()
+                if key in ('flags', 'features'):
+                    flags = set(line.split(':', 1)[1].split())
+                    return [f for f in _NATIVE_BF16_FLAGS if f in flags]
+    except OSError:
+        return None
+    return None
+
+
+def _probe_seconds(dtype: torch.dtype, device: torch.device) -> float:
+    """Best of 3 of a small screening-shaped matmul (34 MFLOP)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(256, 65, generator=g).to(device, dtype)
+    b = torch.randn(65, 1024, generator=g).to(device, dtype)
+    best = math.inf
+    for _ in range(4):  # the first is a warm-up
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def screen_dtype_info(device: Union[str, torch.device] = 'cpu',
+                      cpuinfo: str = '/proc/cpuinfo') -> dict:
+    """The dtype of the reduced-precision screening on ``device``.
+
+    ``ICAR_SCREEN_DTYPE`` (``bfloat16`` / ``float32``) forces it.  Else,
+    once per process and device type: CUDA -> bfloat16 where the GPU
+    supports it; CPU -> float32 unless the CPU lists native bfloat16
+    (``avx512_bf16`` / ``amx_bf16``, ARM ``bf16``) and a probe matmul then
+    runs faster in bfloat16 than in float32 (also the rule where the flags
+    cannot be read); other devices -> float32.
+
+    Returns:
+        dict: ``dtype`` (torch.dtype), ``name`` and ``reason``.
+    """
+    forced = os.environ.get('ICAR_SCREEN_DTYPE', 'auto').strip().lower()
+    if forced not in ('auto', '', *_SCREEN_DTYPES):
+        raise ValueError(f'ICAR_SCREEN_DTYPE={forced!r}: bfloat16, float32 '
+                         'or auto')
+    if forced in _SCREEN_DTYPES:
+        return dict(dtype=_SCREEN_DTYPES[forced], name=forced,
+                    reason='ICAR_SCREEN_DTYPE')
+    device = torch.device(device)
+    key = device.type
+    if key in _screen_cache:
+        return _screen_cache[key]
+    if key == 'cuda':
+        fast = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        dtype = torch.bfloat16 if fast else torch.float32
+        reason = ('CUDA with bfloat16 support' if fast else
+                  'CUDA without bfloat16 support')
+    elif key == 'cpu':
+        flags = cpu_bf16_flags(cpuinfo)
+        if flags == []:
+            dtype = torch.float32
+            reason = ('CPU without native bfloat16 (no avx512_bf16 / '
+                      'amx_bf16): bfloat16 matmuls are emulated, ~100x '
+                      'slower than float32')
+        else:
+            t32 = _probe_seconds(torch.float32, device)
+            t16 = _probe_seconds(torch.bfloat16, device)
+            fast = t16 < 0.8 * t32
+            dtype = torch.bfloat16 if fast else torch.float32
+            reason = (f'CPU flags {flags if flags else "unreadable"}; probe '
+                      f'matmul bfloat16 {t16 * 1e3:.2f} ms vs float32 '
+                      f'{t32 * 1e3:.2f} ms')
+    else:
+        dtype, reason = torch.float32, f'{key}: float32 by default'
+    info = dict(dtype=dtype, name=str(dtype).replace('torch.', ''),
+                reason=reason)
+    _screen_cache[key] = info
+    return info
+
+
+def _resolve_screen_dtype(use_bf16: bool, device,
+                          dtype: Optional[Union[str, torch.dtype]]
+                          ) -> torch.dtype:
+    if dtype is not None:
+        if isinstance(dtype, str):
+            if dtype not in _SCREEN_DTYPES:
+                raise ValueError(f'screen dtype {dtype!r}: bfloat16 or '
+                                 'float32')
+            dtype = _SCREEN_DTYPES[dtype]
+        if dtype not in (torch.bfloat16, torch.float32):
+            raise ValueError(f'screen dtype {dtype}: bfloat16 or float32')
+        return dtype
+    if not use_bf16:
+        return torch.float32
+    return screen_dtype_info(device)['dtype']
+
+
 def resize_matrix(n_in: int, n_out: int, align_corners: bool) -> Tensor:
     """The ``(n_out, n_in)`` weights of a 1-D bilinear resize.
 
@@ -246,18 +359,24 @@ def screen_candidates(embeds: Tensor,
                       use_bf16: bool,
                       block: int = 512,
                       group_size: int = 16,
-                      groups: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+                      groups: Optional[int] = None,
+                      dtype: Optional[Union[str, torch.dtype]] = None
+                      ) -> Tuple[Tensor, Tensor]:
     """The ``k`` best classes of every row and a bound on the others.
 
     Args:
         embeds (Tensor): ``(P, D)`` unit-norm visual embeddings.
         class_embeds (Tensor): ``(C, D)`` unit-norm class embeddings.
         k (int): Candidates per row.
-        use_bf16 (bool): Screen with a bfloat16 matrix product (classes in
-            strided groups of ``group_size``: the best ``groups`` groups by
-            their maximum are expanded, then the best ``k`` of their
-            members kept).  Else float32 and ``topk``.
+        use_bf16 (bool): Reduced precision wanted (large vocabularies):
+            screen in bfloat16 where the device does it fast
+            (:func:`screen_dtype_info`), else in float32.  In bfloat16 the
+            classes are screened in strided groups of ``group_size``: the
+            best ``groups`` groups by their maximum are expanded, then the
+            best ``k`` of their members kept.  float32 uses ``topk``.
         block (int): Rows per matrix product.
+        dtype (str | torch.dtype, optional): Force the screening dtype
+            (``bfloat16`` / ``float32``) whatever ``use_bf16`` says.
 
     Returns:
         tuple[Tensor, Tensor]: ``idx`` ``(P, k')`` candidate classes
@@ -272,7 +391,7 @@ def screen_candidates(embeds: Tensor,
         idx = torch.arange(num_classes, device=device).expand(num, -1)
         return idx, embeds.new_full((num, ), -math.inf)
     idx_out, bound_out = [], []
-    if not use_bf16:
+    if _resolve_screen_dtype(use_bf16, device, dtype) == torch.float32:
         weights = class_embeds.float().t()
         for i in range(0, num, block):
             vals, idx = (embeds[i:i + block].float() @ weights).topk(
@@ -327,7 +446,9 @@ def dense_argmax(embeds: Tensor,
                  k: int = 8,
                  use_bf16: bool = False,
                  tile: int = 64,
-                 stats: Optional[Dict[str, float]] = None) -> Tensor:
+                 stats: Optional[Dict[str, float]] = None,
+                 screen_dtype: Optional[Union[str, torch.dtype]] = None
+                 ) -> Tensor:
     """``argmax_c (rows @ L_c @ cols.T)`` with ``L = scale * embeds @ W.T``.
 
     Args:
@@ -339,16 +460,20 @@ def dense_argmax(embeds: Tensor,
         rows (Tensor): ``(Ho, Hs)`` non-negative weights of the output rows.
         cols (Tensor): ``(Wo, Ws)`` non-negative weights of the columns.
         k (int): Screening candidates per position.
-        use_bf16 (bool): Screen in bfloat16 (large vocabularies).
+        use_bf16 (bool): Reduced-precision screening wanted (large
+            vocabularies): bfloat16 where the device does it fast, else
+            float32 (:func:`screen_dtype_info`).  The result is exact
+            either way.
         tile (int): Output tile size.
-        stats (dict, optional): Filled with ``screen_s``, ``screen_dtype``,
-            ``screen_k``, ``tiles_s``, ``fallback_pixels`` and
-            ``mean_tile_candidates``.
+        stats (dict, optional): Filled with ``screen_s``, ``screen_dtype``
+            (the one used), ``screen_k``, ``tiles_s``, ``fallback_pixels``
+            and ``mean_tile_candidates``.
+        screen_dtype (str | torch.dtype, optional): Force the screening
+            dtype (``bfloat16`` / ``float32``).
 
     Returns:
         Tensor: ``(Ho, Wo)`` long class indices.
     """
-    import time
     if bool((rows < 0).any()) or bool((cols < 0).any()):
         raise ValueError('dense_argmax needs non-negative interpolation '
                          'weights (bilinear); got negative ones')
@@ -356,7 +481,9 @@ def dense_argmax(embeds: Tensor,
     height, width, dim = embeds.shape
     class_embeds = class_embeds.float()
     flat = embeds.reshape(-1, dim).float()
-    cand, bound = screen_candidates(flat, class_embeds, k, use_bf16)
+    dtype = _resolve_screen_dtype(use_bf16, embeds.device, screen_dtype)
+    cand, bound = screen_candidates(flat, class_embeds, k, use_bf16,
+                                    dtype=dtype)
     cand = cand.view(height, width, -1)
     bound = (bound * scale).view(height, width)
     t1 = time.perf_counter()
@@ -405,7 +532,7 @@ def dense_argmax(embeds: Tensor,
     if stats is not None:
         stats.update(
             screen_s=t1 - t0,
-            screen_dtype='bfloat16' if use_bf16 else 'float32',
+            screen_dtype=str(dtype).replace('torch.', ''),
             screen_k=k,
             tiles_s=time.perf_counter() - t1,
             fallback_pixels=fallback,
