@@ -2,8 +2,10 @@
 # run on a (converted) checkpoint before any dense task.
 #   python tools/zeroshot_cls.py configs/cls/icar_swinb_zeroshot_cls.py \
 #       data/imagenet/val --classes imagenet_classes.txt
+# RoBERTa: roberta-base's shape, weights from the checkpoint, tokenizer folder
+# `roberta_tokenizer` of roberta_base_arch.py (env ICAR_ROBERTA).
+_base_ = ['../_base_/models/roberta_base_arch.py']
 checkpoint = 'data/pretrained/icar_swinb.pth'  # official or converted
-roberta = 'data/pretrained/roberta-base'  # HF folder (config + tokenizer)
 
 model = dict(
     backbone=dict(
@@ -21,7 +23,11 @@ model = dict(
         in_channels=1024,
         embed_dim=256,
         text_encoder=dict(
-            type='RobertaTextEncoder', model=roberta, max_length=16),
+            type='RobertaTextEncoder',
+            model=None,
+            config={{_base_.roberta_base}},
+            tokenizer={{_base_.roberta_tokenizer}},
+            max_length=16),
         vocabulary=None,  # from --classes or the folder names
         templates='imagenet80',
         tau=0.05,

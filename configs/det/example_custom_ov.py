@@ -8,7 +8,11 @@
 #      tested (novel: never annotated in training, recognised from text);
 #   2. the vocabulary file: the class names in label order (= category-id
 #      order of the annotation file), one per line, "name: description"
-#      allowed -- the text encoder turns them into the classifier;
+#      allowed -- the text encoder turns them into the classifier.  `classes`
+#      below is the one source of the label order: the file is checked
+#      against it by name when the model is built, and a file in another
+#      order (or with other names) is an error naming both and the first
+#      label where they differ;
 #   3. the schedule: 24 epochs (a small dataset needs more passes).
 # Layout expected under data_root:
 #   annotations/instances_train.json  annotations/instances_val.json
@@ -52,7 +56,13 @@ model = dict(
         bbox_head=dict(
             num_classes=num_classes,
             train_classes=base_classes,
-            text_classifier=dict(vocabulary=vocabulary, descriptions=True)),
+            text_classifier=dict(
+                vocabulary=dict(
+                    _delete_=True,  # replaces the base config's class list
+                    source=vocabulary,
+                    classes=classes,
+                    classes_from='{{ fileBasename }}: classes'),
+                descriptions=True)),
         mask_head=dict(num_classes=num_classes)))
 
 # 3. the schedule: 24 epochs, lr steps at 16 and 22, validation every 2 ----

@@ -9,7 +9,10 @@
 #   2. the vocabulary file: the N class names in label order, one per line,
 #      "name: description" allowed -- the text encoder turns them into the
 #      pixel classifier, so tools/test.py --vocabulary can later segment
-#      classes that were never annotated;
+#      classes that were never annotated.  `classes` below is the one
+#      source of the label order: the file is checked against it by name
+#      when the model is built (an error names both and the first label
+#      where they differ);
 #   3. the schedule: 20k iterations (a small dataset).
 # Layout expected under data_root:
 #   images/training/*.jpg       annotations/training/*.png
@@ -99,7 +102,12 @@ model = dict(
     decode_head=dict(
         num_classes=num_classes,
         text_classifier=dict(
-            vocabulary=vocabulary, freeze_text_encoder=True)),
+            vocabulary=dict(
+                _delete_=True,  # replaces the base config's class list
+                source=vocabulary,
+                classes=classes,
+                classes_from='{{ fileBasename }}: classes'),
+            freeze_text_encoder=True)),
     auxiliary_head=dict(num_classes=num_classes))
 
 # 3. the schedule: 20k iterations, validation and checkpoints every 2k -----

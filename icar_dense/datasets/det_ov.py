@@ -170,7 +170,8 @@ class OVLVISV1Dataset(DetAnnotationChecks, LVISV1Dataset):
                 f'({len(self._user_classes)} names) differ from the '
                 f'{len(names)} categories of {self.ann_file}; the LVIS label '
                 'space (and LVIS AP) follows the annotation file, so leave '
-                'metainfo.classes unset')
+                'metainfo.classes unset (to test on another class list: '
+                'tools/test.py CONFIG CKPT --vocabulary ...)')
         self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
         self.cat_img_map = copy.deepcopy(self.lvis.cat_img_map)
         self.base_labels = {
@@ -271,7 +272,8 @@ class OVCocoDataset(DetAnnotationChecks, CocoDataset):
                 raise ValueError(
                     f'{owner}: metainfo.classes must be exactly the base and '
                     f'novel classes; not in the split: {extra}, missing: '
-                    f'{missing}')
+                    f'{missing} (to test on another class list: '
+                    'tools/test.py CONFIG CKPT --vocabulary ...)')
             self._order_classes = False
         super().__init__(*args, metainfo=metainfo, **kwargs)
 

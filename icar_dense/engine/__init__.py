@@ -11,3 +11,4 @@ __all__ = [
 from . import optim_logging, safety  # noqa: F401,E402
 from .det_vis import OVDetLocalVisualizer  # noqa: F401,E402
 from .video_vis import VideoVisualizationHook  # noqa: F401,E402
+from .vocab_eval import VocabularyDataset, VocabularyMetric  # noqa: F401,E402

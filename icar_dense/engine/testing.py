@@ -1,4 +1,5 @@
 """Config edits behind ``tools/test.py``'s options, for all three tasks."""
+import copy
 import os.path as osp
 import warnings
 
@@ -135,37 +136,52 @@ def _retarget(node, source, embeddings, names, counter):
         # a training-time split (seg heads): keep the unseen names that are
         # still in the vocabulary; the others do not exist any more
         node['unseen_classes'] = [
-            c for c in node['unseen_classes'] if c in names]
+            c for c in node['unseen_classes'] if class_key(c) in keys]
     for value in node.values():
         _retarget(value, source, embeddings, names, counter)
 
 
-def _retarget_evaluator(evaluator, names):
-    """SeenUnseenIoUMetric: unseen names of the new vocabulary only; none
-    left -> plain IoUMetric (there is no unseen group to report)."""
+_DUMP_METRICS = ('DumpResults', 'DumpDetResults', 'DumpSegResults')
+
+
+def _wrap_metric(metric):
+    kind = str(metric.get('type', '')).split('.')[-1]
+    if kind in _DUMP_METRICS or kind == 'VocabularyMetric':
+        return metric  # raw predictions (vocabulary labels) / done
+    return ConfigDict(type='VocabularyMetric', metric=metric)
+
+
+def _wrap_evaluator(evaluator):
+    """Every detection / segmentation metric -> ``VocabularyMetric``."""
+    if evaluator is None:
+        return None
     if isinstance(evaluator, (list, tuple)):
-        for item in evaluator:
-            _retarget_evaluator(item, names)
-        return
+        return [_wrap_evaluator(item) for item in evaluator]
     if not isinstance(evaluator, dict):
-        return
+        return evaluator
     if 'metrics' in evaluator:
-        _retarget_evaluator(evaluator['metrics'], names)
-    if evaluator.get('unseen_classes'):
-        kept = [c for c in evaluator['unseen_classes'] if c in names]
-        if kept:
-            evaluator['unseen_classes'] = kept
-        else:
-            evaluator.pop('unseen_classes')
-            evaluator['type'] = 'IoUMetric'
+        evaluator['metrics'] = _wrap_evaluator(evaluator['metrics'])
+        return evaluator
+    return _wrap_metric(evaluator)
 
 
-def _set_dataset_classes(dataset_cfg, names):
-    while isinstance(dataset_cfg, dict) and 'dataset' in dataset_cfg:
-        dataset_cfg = dataset_cfg['dataset']  # dataset wrappers
-    metainfo = dict(dataset_cfg.get('metainfo') or {})
-    metainfo['classes'] = tuple(names)
-    dataset_cfg['metainfo'] = ConfigDict(metainfo)
+
+
+def _configured_vocabulary(node):
+    """The vocabulary of the config's first ``TextClassifier``."""
+    if isinstance(node, dict):
+        if node.get('type') == 'TextClassifier':
+            return node.get('vocabulary')
+        values = list(node.values())
+    elif isinstance(node, (list, tuple)):
+        values = list(node)
+    else:
+        return None
+    for value in values:
+        found = _configured_vocabulary(value)
+        if found is not None:
+            return found
+    return None
 
 
 def use_vocabulary(cfg: Config, value: str) -> Config:
@@ -173,8 +189,15 @@ def use_vocabulary(cfg: Config, value: str) -> Config:
 
     Every ``TextClassifier`` in the model gets the new vocabulary (or the
     precomputed embeddings), every head owning one gets the matching
-    ``num_classes``, and the test dataset's metainfo lists the new classes
-    (so metrics and visualizations use them).
+    ``num_classes``; the test dataset is wrapped in
+    :class:`~icar_dense.engine.vocab_eval.VocabularyDataset` (classes matched
+    to the vocabulary by name, ground truth re-indexed into it) and each
+    detection / segmentation metric in
+    :class:`~icar_dense.engine.vocab_eval.VocabularyMetric` (evaluated on the
+    vocabulary classes that are classes of the dataset; the others are
+    named in the log as "no ground truth" / "not in the vocabulary").
+    Video metrics score the vocabulary as it is (a class without videos is
+    a wrong answer); videos of classes outside it are left out.
     """
     source, embeddings, names = read_vocabulary_argument(value)
     counter = dict(classifiers=0)
@@ -185,9 +208,37 @@ def use_vocabulary(cfg: Config, value: str) -> Config:
         raise ValueError(
             f'--vocabulary: the model of {cfg.filename!r} has no '
             'TextClassifier, so its classes are fixed by training')
-    _retarget_evaluator(cfg.get('test_evaluator'), names)
-    _set_dataset_classes(cfg.test_dataloader.dataset, names)
+    # the dataset's own classes stay; they are matched to the vocabulary
+    # by name (a list for an embeddings file, else the source itself, so
+    # that descriptions reach a MultiSplitTestLoop's per-split vocabulary)
+    cfg.test_dataloader.dataset = _wrap_dataset(
+        cfg.test_dataloader.dataset, names if source is None else source,
+        configured)
+    if cfg.get('default_scope') in ('mmdet', 'mmseg'):
+        cfg.test_evaluator = _wrap_evaluator(cfg.get('test_evaluator'))
+        from .vocab_eval import class_key
+        keys = {class_key(n) for n in names}
     if len(names) < 2:
         warnings.warn(f'--vocabulary: a single class ({names}); '
                       'softmax-based heads need at least two')
     return cfg
+def _wrap_dataset(dataset_cfg, vocabulary, dataset_classes):
+    if dataset_cfg.get('type') in ('VocabularyDataset',
+                                   'mmengine.VocabularyDataset'):
+        dataset_cfg['vocabulary'] = vocabulary
+        return dataset_cfg
+    return ConfigDict(
+        type='VocabularyDataset',
+        dataset=dataset_cfg,
+        vocabulary=vocabulary,
+        dataset_classes=dataset_classes)
+    from . import vocab_eval  # noqa: F401  (registers the wrappers)
+    if not cfg.get('test_dataloader') or 'model' not in cfg or not cfg.get(
+            'test_cfg', True):
+        raise ValueError(
+            f'--vocabulary: {cfg.filename!r} is not a tools/test.py config '
+            '(no test_dataloader / test_cfg); a configs/cls zero-shot '
+            'classification config is run by tools/zeroshot_cls.py CONFIG '
+            'DATA_DIR --classes FILE')
+    # names the labels of a dataset without class names (a Kinetics list)
+    configured = copy.deepcopy(_configured_vocabulary(cfg.model))

@@ -3,8 +3,11 @@
 # (RoI feature 1024 -> visual projection 256 -> cosine with the text
 # embeddings of the class prompts / tau), class-agnostic box regression and a
 # class-agnostic mask head.  The dataset configs set the vocabulary.
+# RoBERTa: the roberta-base shape, weights from the iCAR checkpoint, the
+# tokenizer folder `roberta_tokenizer` of roberta_base_arch.py (env
+# ICAR_ROBERTA).
+_base_ = ['./roberta_base_arch.py']
 icar_checkpoint = 'data/pretrained/icar_swinb.pth'
-roberta = 'data/pretrained/roberta-base'
 num_classes = 80
 
 text_classifier = dict(
@@ -12,7 +15,9 @@ text_classifier = dict(
     embed_dim=256,
     text_encoder=dict(
         type='RobertaTextEncoder',
-        model=roberta,
+        model=None,
+        config={{_base_.roberta_base}},
+        tokenizer={{_base_.roberta_tokenizer}},
         max_length=16,
         embed_dim=256),
     vocabulary='coco',

@@ -18,9 +18,8 @@
 # Weights: `backbone.pretrained` and the text classifier's init_cfg name an
 # official iCAR checkpoint (set by the configs in configs/action/); the
 # recognizer also reads that file directly as a test checkpoint.  RoBERTa's
-# weights come from it too; its tokenizer is read from the Hugging Face
-# cache/hub ('roberta-base'); offline, point `tokenizer` to a folder with
-# vocab.json + merges.txt.
+# weights come from it too; its tokenizer folder is `roberta_tokenizer` of
+# roberta_base_arch.py (env ICAR_ROBERTA).
 _base_ = ['./roberta_base_arch.py']
 model = dict(
     type='ICARRecognizer3D',
@@ -58,7 +57,7 @@ model = dict(
                 type='RobertaTextEncoder',
                 model=None,
                 config={{_base_.roberta_base}},
-                tokenizer='roberta-base',
+                tokenizer={{_base_.roberta_tokenizer}},
                 max_length=16,
                 embed_dim=256),
             vocabulary='kinetics400',

@@ -1,7 +1,17 @@
 # The architecture of iCAR's text tower: Hugging Face's roberta-base (the
 # fields of its config.json).  Only the shape is given here; the weights come
-# from the iCAR checkpoint, so no RoBERTa download is needed (the tokenizer
-# still is: `tokenizer` in the text encoder's config).
+# from the iCAR checkpoint, so no RoBERTa download is needed -- only its
+# tokenizer files (vocab.json + merges.txt, or tokenizer.json).
+#
+# `roberta_tokenizer` is the ONE setting for them, used by every config
+# (detection, segmentation, video, classification): a local folder, by
+# default data/pretrained/roberta-base.  To use another folder, set the
+# environment variable ICAR_ROBERTA for every config and tool:
+#   ICAR_ROBERTA=/path/to/roberta-base python tools/test.py CONFIG CKPT
+# (mmengine substitutes it when the config is read; a --cfg-options
+# roberta_tokenizer=... comes too late to reach the model, see
+# docs/troubleshooting.md for the per-task --cfg-options key).
+roberta_tokenizer = '{{$ICAR_ROBERTA:data/pretrained/roberta-base}}'
 roberta_base = dict(
     vocab_size=50265,
     hidden_size=768,

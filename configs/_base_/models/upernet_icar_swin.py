@@ -10,9 +10,8 @@
 # Weights: the backbone, the text encoder (RoBERTa + its 768->256 projector)
 # and, where the width fits, the visual projection come from an iCAR
 # checkpoint (official file or tools/convert_icar.py output) named by the
-# configs in configs/seg/.  The RoBERTa tokenizer is read from the Hugging
-# Face cache/hub ('roberta-base'); offline, point `tokenizer` to a folder with
-# vocab.json + merges.txt.
+# configs in configs/seg/.  The RoBERTa tokenizer folder is
+# `roberta_tokenizer` of roberta_base_arch.py (env ICAR_ROBERTA).
 _base_ = ['./roberta_base_arch.py']
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 backbone_norm_cfg = dict(type='LN', requires_grad=True)
@@ -30,7 +29,7 @@ text_classifier = dict(
         type='RobertaTextEncoder',
         model=None,
         config={{_base_.roberta_base}},
-        tokenizer='roberta-base',
+        tokenizer={{_base_.roberta_tokenizer}},
         max_length=16,
         embed_dim=256),
     vocabulary='ade20k',

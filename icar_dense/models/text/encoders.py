@@ -118,6 +118,21 @@ def _is_local_path(name: str) -> bool:
 # back with only the special tokens, which would encode every prompt as <unk>.
 _MIN_BYTE_BPE_VOCAB = 256
 
+# How to point every config at the RoBERTa tokenizer (configs/_base_/models/
+# roberta_base_arch.py: roberta_tokenizer = '{{$ICAR_ROBERTA:...}}').
+ROBERTA_ENV = 'ICAR_ROBERTA'
+ROBERTA_FIX = (
+    'iCAR\'s text tower needs the roberta-base tokenizer files (vocab.json + '
+    'merges.txt, or tokenizer.json; the weights come from the iCAR '
+    'checkpoint). Put them in data/pretrained/roberta-base (the configs\' '
+    'default, relative to the folder you run from), or point every config '
+    f'at your folder with the environment variable {ROBERTA_ENV}=/path/to/'
+    'roberta-base, or for one run with --cfg-options '
+    '<head>.text_classifier.text_encoder.tokenizer=/path/to/roberta-base '
+    '(<head>: model.roi_head.bbox_head for detection, model.decode_head for '
+    'segmentation, model.cls_head for video, model for classification). See '
+    'docs/troubleshooting.md.')
+
 
 def load_roberta_tokenizer(name: str) -> Any:
     """Load a RoBERTa (byte-level BPE) tokenizer and check it is complete.
@@ -128,20 +143,25 @@ def load_roberta_tokenizer(name: str) -> Any:
 
     Returns:
         transformers.PreTrainedTokenizerBase: The tokenizer.
+
+    Raises:
+        FileNotFoundError / OSError / ValueError: naming the folder (or hub
+            id) and how to point the configs at the tokenizer files.
     """
     from transformers import RobertaTokenizerFast
     if _is_local_path(name):
         folder = osp.expanduser(name)
         if not osp.isdir(folder):
             raise FileNotFoundError(
-                f'RoBERTa tokenizer folder {folder} does not exist.')
+                f'RoBERTa tokenizer folder {folder!r} does not exist '
+                f'({osp.abspath(folder)}). {ROBERTA_FIX}')
         has_bpe = all(
             osp.isfile(osp.join(folder, f))
             for f in ('vocab.json', 'merges.txt'))
         if not has_bpe and not osp.isfile(osp.join(folder, 'tokenizer.json')):
             raise FileNotFoundError(
-                f'RoBERTa tokenizer folder {folder} has neither vocab.json + '
-                'merges.txt nor tokenizer.json.')
+                f'RoBERTa tokenizer folder {folder!r} has neither vocab.json '
+                f'+ merges.txt nor tokenizer.json. {ROBERTA_FIX}')
         tokenizer = RobertaTokenizerFast.from_pretrained(folder)
     else:
         try:
@@ -149,16 +169,15 @@ def load_roberta_tokenizer(name: str) -> Any:
         except OSError as e:
             raise OSError(
                 f'Cannot load the RoBERTa tokenizer {name!r}: it is not a '
-                'local folder and not available in the local Hugging Face '
-                'cache (the hub may be unreachable). Pass the folder of '
-                f'vocab.json + merges.txt instead. ({e})') from None
+                'local folder and not in the local Hugging Face cache (the '
+                f'hub may be unreachable). {ROBERTA_FIX} ({e})') from None
     if len(tokenizer) <= _MIN_BYTE_BPE_VOCAB:
         raise ValueError(
-            f'The RoBERTa tokenizer loaded from {name} has only '
+            f'The RoBERTa tokenizer loaded from {name!r} has only '
             f'{len(tokenizer)} tokens; a byte-level BPE vocabulary has at '
-            f'least {_MIN_BYTE_BPE_VOCAB} byte symbols plus special tokens. '
-            'Its vocab.json / merges.txt / tokenizer.json are missing or '
-            'were not read.')
+            f'least {_MIN_BYTE_BPE_VOCAB} byte symbols plus special tokens: '
+            'its vocab.json / merges.txt / tokenizer.json are missing or '
+            f'were not read. {ROBERTA_FIX}')
     return tokenizer
 
 
@@ -168,7 +187,10 @@ def _load_roberta_model(model: str, add_pooling_layer: bool = False) -> Any:
         folder = osp.expanduser(model)
         if not osp.isdir(folder):
             raise FileNotFoundError(
-                f'RoBERTa model folder {folder} does not exist.')
+                f'RoBERTa model folder {folder!r} does not exist. The iCAR '
+                'configs take RoBERTa\'s weights from the iCAR checkpoint '
+                '(model=None, config=roberta-base\'s shape); `model` is only '
+                'for Hugging Face weights. ' + ROBERTA_FIX)
         return RobertaModel.from_pretrained(
             folder, add_pooling_layer=add_pooling_layer)
     try:

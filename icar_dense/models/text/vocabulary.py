@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    'Vocabulary', 'load_vocabulary', 'readable_name', 'DATASET_VOCABULARIES'
+    'Vocabulary', 'load_vocabulary', 'readable_name', 'DATASET_VOCABULARIES',
+    'check_class_order'
 ]
 
 
@@ -459,7 +460,10 @@ def load_vocabulary(
             dict mapping name -> description(s) (as in the ``.json``); a
             config dict ``dict(source=..., descriptions=...)`` (recognised by
             its ``source`` key) whose ``descriptions`` overrides the
-            argument; or a :class:`Vocabulary`.
+            argument, and whose optional ``classes`` (the dataset's class
+            list) the names must match in order (:func:`check_class_order`;
+            ``classes_from`` names where that list comes from in errors);
+            or a :class:`Vocabulary`.
         descriptions (bool | str | dict): ``True`` keeps the descriptions of
             the source, ``False`` drops them; a file or a dict mapping name ->
             description(s) attaches descriptions matched by class name (e.g.
@@ -469,14 +473,65 @@ def load_vocabulary(
     Returns:
         Vocabulary: Names in label order and per-class descriptions.
     """
+    expected, expected_from = None, None
     if isinstance(source, dict) and 'source' not in source:
         source = _from_mapping(source, 'dict')
     elif isinstance(source, dict):
         cfg = dict(source)
         descriptions = cfg.pop('descriptions', descriptions)
         source = cfg.pop('source')
+        expected = cfg.pop('classes', None)
+        expected_from = cfg.pop('classes_from', None)
         if cfg:
-            raise ValueError(f'Unknown vocabulary config keys {sorted(cfg)}.')
+            raise ValueError(f'Unknown vocabulary config keys {sorted(cfg)} '
+                             '(known: source, descriptions, classes, '
+                             'classes_from).')
+    vocab = _load(source, descriptions)
+    if expected is not None:
+        check_class_order(vocab, expected, expected_from)
+    return vocab
+
+
+def check_class_order(vocab: Vocabulary,
+                      classes: Sequence[str],
+                      classes_from: Optional[str] = None) -> None:
+    """Check that ``vocab`` names exactly ``classes``, in the same order.
+
+    Names are compared as :func:`readable_name` spells them, ignoring case.
+    The dataset's class list is the source of truth for label order (label
+    ``i`` of the annotations is ``classes[i]``); a vocabulary file listing
+    the same classes in another order would give every label another
+    class's text embedding, so it is refused.
+
+    Raises:
+        ValueError: naming the vocabulary, the class list's origin and the
+            first position where they differ.
+    """
+    if isinstance(classes, str):
+        classes = [classes]
+    where = classes_from or 'the dataset classes'
+
+    def key(name):
+        return readable_name(str(name)).lower()
+
+    names = list(vocab.names)
+    for i, (got, want) in enumerate(zip(names, classes)):
+        if key(got) != key(want):
+            raise ValueError(
+                f'The vocabulary {vocab.source} does not list the classes '
+                f'of {where} in their order: label {i} is {want!r} there but '
+                f'{got!r} in {vocab.source}. The dataset classes define the '
+                'labels; write the vocabulary in that order (same names).')
+    if len(names) != len(classes):
+        longer, which = ((names, vocab.source) if len(names) > len(classes)
+                         else (list(classes), where))
+        raise ValueError(
+            f'The vocabulary {vocab.source} has {len(names)} classes but '
+            f'{where} has {len(classes)}: {longer[min(len(names), len(classes))]!r} '  # noqa: E501
+            f'(label {min(len(names), len(classes))}) is only in {which}.')
+
+
+def _load(source, descriptions) -> Vocabulary:
     if isinstance(source, Vocabulary):
         vocab = Vocabulary(
             list(source.names), [list(d) for d in source.descriptions],
