@@ -95,11 +95,30 @@ def _register_drn_placeholder():
             MODELS.register_module(name='DRN', module=drn.DRN)
 
 
+class _MMActionModelsHook:
+    """Meta path finder: the mmaction2 fixes, right before
+    ``mmaction.models`` is imported (by whoever imports it), so that
+    ``import icar_dense`` itself does not import mmaction2."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == 'mmaction.models':
+            _disable_mmaction_multimodal()
+            _install_missing_drn_module()
+        return None  # the usual finders import it
+
+    def invalidate_caches(self):
+        pass
+
+
 def fix_mmaction():
+    if 'mmaction.models' in sys.modules:
+        # imported before icar_dense: fix what still can be
+        _install_missing_drn_module()
+        return
     if importlib.util.find_spec('mmaction') is None:
         return
-    _disable_mmaction_multimodal()
-    _install_missing_drn_module()
+    if not any(isinstance(f, _MMActionModelsHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _MMActionModelsHook())
 
 
 # ----------------------------------------------------------------------------
@@ -224,14 +243,62 @@ class _NumpyWithFloat(types.ModuleType):
         return getattr(np, name)
 
 
-def fix_lvis():
-    if importlib.util.find_spec('lvis') is None:
-        return
-    import lvis.eval
-    if not hasattr(np, 'float') and not isinstance(lvis.eval.np,
+def _give_lvis_eval_float(module):
+    if not hasattr(np, 'float') and not isinstance(module.np,
                                                    _NumpyWithFloat):
         # scoped to the lvis evaluator: numpy itself stays unmodified
-        lvis.eval.np = _NumpyWithFloat()
+        module.np = _NumpyWithFloat()
+
+
+class _AfterImport:
+    """Meta path finder running ``callback(module)`` right after ``name``
+    is imported (by whoever imports it): a fix of a module that
+    ``import icar_dense`` does not import itself."""
+
+    def __init__(self, name, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, 'find_spec'):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader, callback = spec.loader, self.callback
+        if loader is None or not hasattr(loader, 'exec_module'):
+            return spec
+
+        class _Loader:
+
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                callback(module)
+
+        spec.loader = _Loader()
+        return spec
+
+    def invalidate_caches(self):
+        pass
+
+
+def fix_lvis():
+    if 'lvis.eval' in sys.modules:
+        _give_lvis_eval_float(sys.modules['lvis.eval'])
+        return
+    if importlib.util.find_spec('lvis') is None:
+        return
+    if not any(isinstance(f, _AfterImport) and f.name == 'lvis.eval'
+               for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport('lvis.eval',
+                                             _give_lvis_eval_float))
 
 
 # ----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import glob
 import json
 import os
 import os.path as osp
-import re
 import runpy
 import sys
 
@@ -105,23 +104,22 @@ def test_show_dir_segmentation(seg_env, tmp_path, monkeypatch):
     cfg = seg_example(seg_env, str(tmp_path / 'w'))
     ckpt = save_initial_weights(cfg, tmp_path / 'init.pth')
     config = dump(cfg, tmp_path / 'seg.py')
-    show = tmp_path / 'vis'
-    run_tool('test.py', [config, ckpt, '--work-dir', tmp_path / 'test',
-                         '--show-dir', show], monkeypatch)
-    folder = show / 'vis_data' / 'vis_image'
-    written = sorted(os.listdir(folder))
+    work = tmp_path / 'test'
+    # a relative DIR is relative to WORK_DIR/<timestamp>/, as in mmdet
+    run_tool('test.py', [config, ckpt, '--work-dir', work, '--show-dir',
+                         'vis'], monkeypatch)
+    written = glob.glob(str(work / '*' / 'vis' / '*'))
     images = sorted(os.listdir(osp.join(seg_env['data'], 'images',
                                         'validation')))
-    assert len(written) == len(images)
-    for name, image in zip(written, images):
-        assert re.fullmatch(rf'test_{re.escape(image)}_\d+\.png', name), name
-        picture = cv2.imread(str(folder / name))
+    assert sorted(osp.basename(p) for p in written) == images
+    for path in written:
+        picture = cv2.imread(path)
         source = cv2.imread(osp.join(seg_env['data'], 'images', 'validation',
-                                     image))
+                                     osp.basename(path)))
         # ground truth and prediction side by side
         assert picture.shape == (source.shape[0], 2 * source.shape[1], 3)
-    print('--show-dir files (seg):',
-          [osp.relpath(str(folder / n), show) for n in written])
+    print('--show-dir files (seg):', sorted(osp.relpath(p, work)
+                                            for p in written))
 
 
 def test_show_dir_action(action_data, tmp_path, monkeypatch):  # noqa: F811
@@ -129,25 +127,45 @@ def test_show_dir_action(action_data, tmp_path, monkeypatch):  # noqa: F811
 
     mmaction2 1.2.0's VisualizationHook fails on 3D recognizers (a 5-d
     (views, C, T, H, W) input, and a ``show`` argument ActionVisualizer does
-    not take); see docs/troubleshooting.md."""
+    not take); see docs/troubleshooting.md.  The pictures are the video's
+    own frames (the first test clip at the video's size), not the network's
+    resized and cropped input."""
     cfg = action_example(action_data, tmp_path / 'w')
     config = dump(cfg, tmp_path / 'action.py')
-    show = tmp_path / 'vis'
-    run_tool('test.py', [config, action_data['icar'], '--work-dir',
-                         tmp_path / 'test', '--show-dir', show], monkeypatch)
+    work = tmp_path / 'test'
+    # a relative DIR is relative to WORK_DIR/<timestamp>/, as in mmdet
+    run_tool('test.py', [config, action_data['icar'], '--work-dir', work,
+                         '--show-dir', 'vis'], monkeypatch)
     with open(cfg.test_dataloader.dataset.ann_file) as f:
-        num_videos = len(f.read().split()) // 2
+        videos = f.read().split()[::2]
     clip_len = [t for t in pipeline_steps(cfg.test_pipeline)
                 if t.type == 'SampleFrames'][0].clip_len
+    crop = [t for t in pipeline_steps(cfg.test_pipeline)
+            if 'Crop' in t.type][0]
+    (show, ) = glob.glob(str(work / '*' / 'vis'))
     samples = sorted(os.listdir(show))
-    assert len(samples) == num_videos, samples
-    for sample in samples:
-        frames = sorted(glob.glob(str(show / sample / '*' / '*.png')))
-        assert len(frames) == clip_len, (sample, frames)
-        assert cv2.imread(frames[0]) is not None
+    # one folder per video, named after it (mmaction2's <name>_<step>)
+    assert samples == sorted(f'{v}_0' for v in videos), samples
+    for video in videos:
+        frames = sorted(glob.glob(osp.join(show, f'{video}_0', '*', '*.png')))
+        assert len(frames) == clip_len, (video, frames)
+        capture = cv2.VideoCapture(osp.join(action_data['video_dir'], video))
+        ok, first = capture.read()
+        capture.release()
+        assert ok
+        picture = cv2.imread(frames[0])
+        # the whole frame at its own size, not the network's crop
+        assert picture.shape[:2] == first.shape[:2], (picture.shape, crop)
     print('--show-dir files (action):', sorted(
-        osp.relpath(p, show) for p in glob.glob(str(show / '*' / '*' /
-                                                    '*.png'))))
+        osp.relpath(p, work) for p in glob.glob(str(work / '*' / 'vis' / '*'
+                                                    / '*' / '*.png'))))
+    # --interval N: every N-th video; an absolute DIR is used as it is
+    absolute = tmp_path / 'every_second'
+    run_tool('test.py', [config, action_data['icar'], '--work-dir', work,
+                         '--show-dir', absolute, '--interval', '2'],
+             monkeypatch)
+    assert sorted(os.listdir(absolute)) == sorted(
+        f'{v}_0' for v in videos[::2])
 
 
 # ---------------------------------------------------------------------------

@@ -29,10 +29,6 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import numpy as np  # noqa: E402
 
-import icar_dense  # noqa: E402,F401  (registers modules, compat fixes)
-from icar_dense.engine import merge_cfg_options, task_scope  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-
 BASE_COLOUR = (34, 180, 34)  # RGB green
 NOVEL_COLOUR = (230, 30, 60)  # RGB red
 NOVEL_TAG = ' (novel)'
@@ -40,9 +36,11 @@ MAX_FRAMES = 8  # frames of a clip put side by side
 
 
 def parse_args(argv=None):
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='Write pictures of what the data pipeline feeds the '
-        'model (ground truth drawn over the transformed inputs)')
+        'model (ground truth drawn over the transformed inputs)',
+        allow_abbrev=False)
     parser.add_argument('config', help='config file path')
     parser.add_argument(
         '--output-dir', required=True, help='folder for the pictures')
@@ -287,6 +285,10 @@ def browse_action(dataset, args, count, cfg):
 
 def main(argv=None):
     args = parse_args(argv)
+    # heavy imports only once the arguments are known to be good
+    import icar_dense  # noqa: F401  (compat fixes, lazy registration)
+    from icar_dense.engine import merge_cfg_options, task_scope
+    from mmengine.config import Config
     cfg = Config.fromfile(args.config)
     merge_cfg_options(cfg, args.cfg_options)
     scope = task_scope(cfg)

@@ -18,9 +18,6 @@ import time
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
-import icar_dense  # noqa: E402,F401
-from mmengine.config import Config, DictAction  # noqa: E402
-
 
 def find_text_classifier(node, path='model'):
     """The first TextClassifier config dict in a model config."""
@@ -39,8 +36,10 @@ def find_text_classifier(node, path='model'):
     return None, None
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0], allow_abbrev=False)
     parser.add_argument('config')
     parser.add_argument('vocabulary')
     parser.add_argument('out')
@@ -50,9 +49,23 @@ def main():
     parser.add_argument('--checkpoint',
                         help='weights for the text classifier (converted '
                         'or official iCAR checkpoint)')
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--device', help="'cuda', 'cpu', ... (default: 'cuda' when a GPU "
+        "is available, else 'cpu')")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
+    # heavy imports only once the arguments are known to be good
+    import torch
+
+    import icar_dense  # noqa: F401
+    from icar_dense.utils.init_logging import quiet_init_weights
+    from mmengine.config import Config
+    if args.device is None:
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -84,7 +97,8 @@ def main():
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     from mmengine.registry import MODELS
     classifier = MODELS.build(clf_cfg)
-    classifier.init_weights()
+    with quiet_init_weights():
+        classifier.init_weights()
     classifier.to(args.device).eval()
     print(f'{where}: encoding {classifier.num_classes} classes')
     start = time.time()

@@ -21,13 +21,6 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
-import icar_dense  # noqa: E402,F401
-from icar_dense.utils.checkpoint import (  # noqa: E402
-    CheckpointError, convert_icar_state_dict, describe_rebuilt_unused,
-    detect_layout, infer_roberta_config, infer_swin_arch,
-    load_checkpoint_file, save_checkpoint_file, stage_norm_keys,
-    stage_norm_note, unwrap_state_dict)
-
 
 def report(name, missing, unexpected, total):
     print(f'[{name}] matched {total - len(unexpected)} / {total} tensors; '
@@ -44,6 +37,11 @@ def strip(state_dict, prefix):
 
 
 def convert(src, dst, verify=True):
+    from icar_dense.utils.checkpoint import (
+        CheckpointError, convert_icar_state_dict, describe_rebuilt_unused,
+        detect_layout, infer_roberta_config, infer_swin_arch,
+        load_checkpoint_file, save_checkpoint_file, stage_norm_keys,
+        stage_norm_note, unwrap_state_dict)
     checkpoint = load_checkpoint_file(src)
     state_dict = unwrap_state_dict(checkpoint, src)
     layout = detect_layout(state_dict, src)
@@ -117,12 +115,16 @@ def convert(src, dst, verify=True):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0], allow_abbrev=False)
     parser.add_argument('src', help='official iCAR checkpoint')
     parser.add_argument('dst', help='output file')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip loading the parts into models')
     args = parser.parse_args()
+    # heavy imports only once the arguments are known to be good
+    import icar_dense  # noqa: F401  (safe checkpoint loading)
+    from icar_dense.utils.checkpoint import CheckpointError
     try:
         convert(args.src, args.dst, verify=not args.no_verify)
     except (CheckpointError, FileNotFoundError) as err:

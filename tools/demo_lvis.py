@@ -37,7 +37,8 @@ CONFIG = osp.join(REPO, 'configs', 'det', 'demo_lvis_tiny.py')
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0], allow_abbrev=False)
     parser.add_argument('--work-dir', default='work_dirs/demo_lvis')
     parser.add_argument('--iters', type=int, default=None,
                         help='training iterations (default: the config)')

@@ -5,16 +5,20 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
-import icar_dense  # noqa: E402,F401
-from mmengine.config import Config, DictAction  # noqa: E402
 
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument('config')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--save-path', help='also write it to this file')
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
+    import icar_dense  # noqa: F401  (compat fixes, lazy registration)
+    from mmengine.config import Config
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -15,14 +15,12 @@ import numbers
 import os.path as osp
 import sys
 
-import numpy as np
-import torch
-
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from icar_dense.utils.checkpoint import save_checkpoint_file  # noqa: E402
 
 
 def plain(obj, path, dropped):
+    import numpy as np
+    import torch
     if isinstance(obj, torch.Tensor):
         return obj
     if isinstance(obj, np.ndarray) and obj.dtype != object:
@@ -50,12 +48,17 @@ def plain(obj, path, dropped):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0], allow_abbrev=False)
     parser.add_argument('src')
     parser.add_argument('dst')
     args = parser.parse_args()
     if not osp.isfile(args.src):
         sys.exit(f'resave_trusted_checkpoint: no such file: {args.src!r}')
+    # heavy imports only once the arguments are known to be good
+    import torch
+
+    from icar_dense.utils.checkpoint import save_checkpoint_file
     checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
     dropped = []
     save_checkpoint_file(plain(checkpoint, 'checkpoint', dropped), args.dst)

@@ -1,28 +1,24 @@
 """Train a detector, segmentor or recognizer from an icar_dense config.
 
-Same interface as mmdet/mmseg/mmaction2's ``tools/train.py``; the registry
-scope comes from the config's ``default_scope``.
+Same interface as mmdet/mmseg/mmaction2's ``tools/train.py`` (the union of
+their flags: ``--amp``, ``--auto-scale-lr``, ``--resume [CKPT]``,
+``--no-validate``, ``--seed``, ``--diff-rank-seed``, ``--deterministic``,
+``--cfg-options``, ``--launcher``); the registry scope comes from the
+config's ``default_scope``.  The arguments are parsed before anything heavy
+is imported, so ``--help`` and a wrong argument answer at once.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
-import icar_dense  # noqa: E402,F401  (applies compat fixes, registers modules)
-from icar_dense.engine import (adapt_to_machine, dry_run_exit,  # noqa: E402
-                               enable_amp, local_rank_to_env,
-                               merge_cfg_options, setup_work_dir, task_scope)
-from icar_dense.engine.locks import hold_work_dir  # noqa: E402
-from icar_dense.engine.preflight import (build_components,  # noqa: E402
-                                         check_config)
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-
-def parse_args():
-    parser = argparse.ArgumentParser(description='Train a model')
+def build_parser():
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description='Train a model', allow_abbrev=False)
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
@@ -35,6 +31,20 @@ def parse_args():
         help='resume from the given checkpoint, or from the latest one in '
         'the work dir when no path is given')
     parser.add_argument(
+        '--no-validate', action='store_true',
+        help='do not validate during training (drops val_cfg, '
+        'val_dataloader and val_evaluator, as mmaction2)')
+    parser.add_argument(
+        '--seed', type=int, default=None,
+        help='random seed (randomness.seed of the config)')
+    parser.add_argument(
+        '--diff-rank-seed', action='store_true',
+        help='a different seed on each rank (randomness.diff_rank_seed)')
+    parser.add_argument(
+        '--deterministic', action='store_true',
+        help='deterministic cuDNN / torch algorithms '
+        '(randomness.deterministic)')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value, e.g. '
         'train_cfg.max_iters=10 model.backbone.depths="[1,1,1,1]"')
@@ -42,13 +52,46 @@ def parse_args():
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    local_rank_to_env(args.local_rank)
+    return parser
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def apply_randomness(cfg, args):
+    """``--seed`` / ``--diff-rank-seed`` / ``--deterministic`` ->
+    ``cfg.randomness`` (given flags override the config)."""
+    given = {}
+    if args.seed is not None:
+        given['seed'] = args.seed
+    if args.diff_rank_seed:
+        given['diff_rank_seed'] = True
+    if args.deterministic:
+        given['deterministic'] = True
+    if given:
+        randomness = dict(cfg.get('randomness') or {})
+        randomness.update(given)
+        cfg.randomness = randomness
+    return cfg
 
 
 def main():
     args = parse_args()
+    # heavy imports only once the arguments are known to be good
+    import icar_dense  # noqa: F401  (applies compat fixes)
+    from icar_dense.engine import (adapt_to_machine, dry_run_exit,
+                                   enable_amp, merge_cfg_options,
+                                   setup_work_dir, task_scope)
+    from icar_dense.engine.locks import hold_work_dir
+    from icar_dense.engine.preflight import build_components, check_config
+    from mmengine.config import Config
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     merge_cfg_options(cfg, args.cfg_options)
@@ -67,6 +110,11 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    apply_randomness(cfg, args)
     adapt_to_machine(cfg)
     dry_run_exit(cfg, 'train')
     # unknown components / arguments: before anything is built or written

@@ -16,20 +16,14 @@ import os.path as osp
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-
-import icar_dense  # noqa: E402,F401
-from icar_dense.engine.hooks import write_json_atomic  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.utils import ProgressBar  # noqa: E402
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.JPEG')
 
 
-class ImageFolder(torch.utils.data.Dataset):
-    """``root/<class>/<image>`` with resize (shorter side) + centre crop."""
+class ImageFolder:
+    """``root/<class>/<image>`` with resize (shorter side) + centre crop
+    (a map-style dataset for ``torch.utils.data.DataLoader``)."""
 
     def __init__(self, root, resize, crop_size, mean, std):
         if not osp.isdir(root):
@@ -46,6 +40,7 @@ class ImageFolder(torch.utils.data.Dataset):
         if not self.samples:
             raise ValueError(f'{root!r}: no images ({IMAGE_SUFFIXES})')
         self.resize, self.crop_size = resize, crop_size
+        import torch
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
 
@@ -80,13 +75,23 @@ def build_model(cfg, checkpoint=None):
             prefix='text_classifier.')
     backbone = MODELS.build(model_cfg.backbone)
     classifier = MODELS.build(model_cfg.text_classifier)
-    backbone.init_weights()
-    classifier.init_weights()
+    from icar_dense.utils.init_logging import quiet_init_weights
+    with quiet_init_weights():
+        backbone.init_weights()
+        classifier.init_weights()
     return backbone.eval(), classifier.eval()
 
 
-@torch.no_grad()
 def encode_images(backbone, classifier, loader, device):
+    import torch
+    from mmengine.utils import ProgressBar
+    with torch.no_grad():
+        return _encode_images(backbone, classifier, loader, device,
+                              ProgressBar)
+
+
+def _encode_images(backbone, classifier, loader, device, ProgressBar):
+    import torch
     feats, labels = [], []
     bar = ProgressBar(len(loader.dataset))
     for images, targets in loader:
@@ -109,8 +114,10 @@ def topk_accuracy(logits, labels, ks=(1, 5)):
     return result
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0], allow_abbrev=False)
     parser.add_argument('config')
     parser.add_argument('data_dir', help='ImageNet-layout folder')
     parser.add_argument('--checkpoint', help='overrides the config')
@@ -119,10 +126,23 @@ def main():
                         help='also report InMaP (transductive) top-1')
     parser.add_argument('--out', help='results JSON (default: '
                         'work_dirs/zeroshot_cls/<config>.json)')
-    parser.add_argument('--device', default='cuda'
-                        if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--device', help="'cuda', 'cpu', ... (default: 'cuda' when a GPU "
+        "is available, else 'cpu')")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
+    # heavy imports only once the arguments are known to be good
+    import torch
+
+    import icar_dense  # noqa: F401
+    from icar_dense.engine.hooks import write_json_atomic
+    from mmengine.config import Config
+    if args.device is None:
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:

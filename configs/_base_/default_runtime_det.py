@@ -22,6 +22,12 @@ vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(
     type='OVDetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
+# tools/test.py --tta: the views of the dataset config's tta_pipeline merged
+# by NMS (boxes; masks follow their boxes); max_per_img=None: as many as the
+# model keeps per image (test_cfg.rcnn.max_per_img)
+tta_model = dict(
+    type='OVDetTTAModel',
+    tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=None))
 
 log_level = 'INFO'
 load_from = None

@@ -3,11 +3,14 @@
 Builds the recognizer with mmaction2's ``init_recognizer`` (any checkpoint
 the model reads: a trained recognizer or an official iCAR file), swaps in
 ``--vocabulary`` when given, runs the config's ``test_pipeline`` on the
-video with ``inference_recognizer`` and prints the top-k labels; with
-``--out-file`` they are also written as JSON.
+video with ``inference_recognizer`` and prints the top-k labels.  With
+``--out-file`` they are also written: a picture (``.jpg``/``.png``/...:
+frames of the video over a panel listing the top-k labels and scores), or
+JSON (``.json``); another suffix is refused before the model is built.
 """
 import os.path as osp
 
+import numpy as np
 import torch
 
 from icar_dense.engine.hooks import write_json_atomic
@@ -27,6 +30,70 @@ def top_labels(scores, class_names, k=5):
     ]
 
 
+PICTURE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+OUT_SUFFIXES = PICTURE_SUFFIXES + ('.json', )
+
+
+def check_out_file(out_file):
+    """Refuse an ``--out-file`` whose suffix is neither a picture nor
+    JSON (before anything is built)."""
+    if out_file and not out_file.lower().endswith(OUT_SUFFIXES):
+        raise ValueError(
+            f'demo: --out-file {out_file!r}: a video result is written as a '
+            f'picture ({", ".join(PICTURE_SUFFIXES)}: frames with the top-k '
+            'labels) or as JSON (.json)')
+
+
+def read_frames(video, num_frames=4):
+    """``num_frames`` RGB frames spread evenly over ``video``."""
+    import mmcv
+    reader = mmcv.VideoReader(video)
+    total = len(reader)
+    if total <= 0:
+        raise ValueError(f'demo: cannot read frames of {video!r}')
+    picks = np.linspace(0, total - 1, num=min(num_frames, total))
+    frames = []
+    for index in np.unique(picks.round().astype(int)):
+        frame = reader.get_frame(int(index))
+        if frame is not None:
+            frames.append(mmcv.bgr2rgb(frame))
+    if not frames:
+        raise ValueError(f'demo: cannot read frames of {video!r}')
+    return frames
+
+
+def draw_top_labels(frames, labels, title, height=240):
+    """A picture: ``frames`` side by side over a panel with one line per
+    label (``rank. label: score``) and a score bar.
+
+    Returns:
+        np.ndarray: The picture, RGB uint8.
+    """
+    import cv2
+    import mmcv
+    row = [mmcv.imrescale(f, (10000, height)) for f in frames]
+    row = np.concatenate(row, axis=1)
+    width = max(row.shape[1], 480)
+    if row.shape[1] < width:
+        pad = np.zeros((row.shape[0], width - row.shape[1], 3), np.uint8)
+        row = np.concatenate([row, pad], axis=1)
+    line_h = 28
+    panel = np.full((line_h * (len(labels) + 1) + 10, width, 3), 255,
+                    np.uint8)
+    cv2.putText(panel, title, (8, line_h - 8), cv2.FONT_HERSHEY_SIMPLEX,
+                0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    top = max(item['score'] for item in labels) if labels else 1.0
+    for i, item in enumerate(labels):
+        y = line_h * (i + 2) - 8
+        bar = int((width - 16) * max(item['score'], 0) / max(top, 1e-12))
+        cv2.rectangle(panel, (8, y - line_h + 12), (8 + bar, y + 4),
+                      (200, 225, 255), -1)
+        text = f"{item['rank']}. {item['label']}: {item['score']:.4f}"
+        cv2.putText(panel, text, (12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([row, panel], axis=0)
+
+
 def run_demo(cfg, args):
     """Predict the action of ``args.input`` and print the top-k labels.
 
@@ -43,6 +110,8 @@ def run_demo(cfg, args):
     from icar_dense.engine.testing import use_vocabulary
     if not osp.isfile(args.input):
         raise FileNotFoundError(f'demo: video not found: {args.input!r}')
+    out_file = getattr(args, 'out_file', None)
+    check_out_file(out_file)
     if 'test_pipeline' not in cfg:
         raise KeyError(f'demo: config {cfg.filename!r} defines no '
                        'test_pipeline (mmaction reads it for inference)')
@@ -62,13 +131,22 @@ def run_demo(cfg, args):
           f'{len(names)} classes ({kind})')
     for item in labels:
         print(f"{item['rank']}. {item['label']}: {item['score']:.4f}")
-    if getattr(args, 'out_file', None):
+    if out_file and out_file.lower().endswith('.json'):
         write_json_atomic(
             dict(
                 video=args.input,
                 checkpoint=args.checkpoint,
                 num_classes=len(names),
                 average_clips=kind,
-                top=labels), args.out_file)
-        print(f'wrote {args.out_file}')
+                top=labels), out_file)
+        print(f'wrote {out_file}')
+    elif out_file:
+        import mmcv
+        picture = draw_top_labels(
+            read_frames(args.input), labels,
+            f'{osp.basename(args.input)}: top-{len(labels)} of '
+            f'{len(names)} classes ({kind})')
+        if not mmcv.imwrite(mmcv.rgb2bgr(picture), out_file):
+            raise OSError(f'demo: could not write {out_file!r}')
+        print(f'wrote {out_file}')
     return labels

@@ -1,7 +1,18 @@
-from .seg_ov_ade import ADE20KSeenDataset  # noqa: F401
-from .validation import (AnnotationError, ValidatedCocoDataset,  # noqa: F401
-                         ValidatedVideoDataset)
-from .det_ov import OVCocoDataset, OVLVISV1Dataset  # noqa: F401,E402
-from .action_zeroshot import ZeroShotVideoDataset  # noqa: F401,E402
-from .transforms import (CheckSegMap, DataLoadError,  # noqa: F401,E402
-                         SafeLoad)
+"""Datasets and data transforms (imported on first use: each imports its
+task's host library)."""
+from icar_dense._lazy import lazy_exports
+
+_EXPORTS = {
+    'ADE20KSeenDataset': 'seg_ov_ade',
+    'AnnotationError': 'validation',
+    'ValidatedCocoDataset': 'validation',
+    'ValidatedVideoDataset': 'video_validation',
+    'OVCocoDataset': 'det_ov',
+    'OVLVISV1Dataset': 'det_ov',
+    'ZeroShotVideoDataset': 'action_zeroshot',
+    'CheckSegMap': 'transforms',
+    'DataLoadError': 'transforms',
+    'SafeLoad': 'transforms',
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -32,8 +32,6 @@ from operator import itemgetter
 from typing import Any, Dict, List, Optional, Sequence
 
 from lvis import LVIS
-from mmaction.datasets import VideoDataset
-from mmaction.registry import DATASETS as ACTION_DATASETS
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS as DET_DATASETS
 from mmengine.logging import print_log
@@ -41,7 +39,7 @@ from mmengine.logging import print_log
 __all__ = [
     'AnnotationError', 'check_detection_annotations', 'read_json',
     'check_video_labels', 'pipeline_loads_masks', 'DetAnnotationChecks',
-    'LVIS_EVAL_IMAGE_FIELDS', 'ValidatedCocoDataset', 'ValidatedVideoDataset'
+    'LVIS_EVAL_IMAGE_FIELDS', 'ValidatedCocoDataset'
 ]
 
 # per-image fields that lvis.LVISEval reads (mmdet's LVISMetric)
@@ -604,28 +602,10 @@ def check_video_labels(data_list: List[dict], ann_file: str,
             f'{more}', ann_file, f'line {i + 1}', 'label')
 
 
-@ACTION_DATASETS.register_module()
-class ValidatedVideoDataset(VideoDataset):
-    """mmaction's ``VideoDataset`` whose labels are checked against the
-    class list when the dataset is built: ``metainfo.classes`` when given
-    (e.g. by ``tools/test.py --vocabulary``), else ``num_classes`` (a
-    ``VideoDataset`` argument); with neither, labels are not checked.  A
-    label outside the list names the list file and line.
-    """
-
-    def load_data_list(self) -> List[dict]:
-        try:
-            data_list = super().load_data_list()
-        except ValueError as err:
-            raise AnnotationError(
-                f'{self.ann_file}: every line must be "VIDEO_PATH LABEL" '
-                f'(integer labels, no spaces in the path): {err}',
-                str(self.ann_file)) from err
-        classes = self._metainfo.get('classes')
-        if classes:
-            check_video_labels(data_list, self.ann_file, len(classes),
-                               'metainfo.classes')
-        elif self.num_classes is not None:
-            check_video_labels(data_list, self.ann_file, self.num_classes,
-                               f'num_classes={self.num_classes}')
-        return data_list
+def __getattr__(name):
+    # moved to video_validation (mmaction2): importing this module must not
+    # import mmaction2 for a detection run
+    if name == 'ValidatedVideoDataset':
+        from .video_validation import ValidatedVideoDataset
+        return ValidatedVideoDataset
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

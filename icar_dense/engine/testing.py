@@ -2,6 +2,7 @@
 import copy
 import os.path as osp
 import warnings
+from typing import Optional
 
 from mmengine.config import Config, ConfigDict
 
@@ -25,33 +26,85 @@ def enable_tta(cfg: Config) -> Config:
     return cfg
 
 
-def enable_show_dir(cfg: Config, show_dir: str) -> Config:
-    """Turn on the host library's visualization hook, writing to show_dir."""
+def enable_show_dir(cfg: Config, show_dir: Optional[str] = None,
+                    show: bool = False, wait_time: float = 2.,
+                    interval: int = 1) -> Config:
+    """Turn on the host library's visualization hook (``--show`` /
+    ``--show-dir``), the same way for the three tasks.
+
+    Args:
+        cfg (Config): The test config (changed in place).
+        show_dir (str, optional): Write the pictures here; a relative path
+            is relative to ``WORK_DIR/<timestamp>/`` (mmdet's rule, used for
+            segmentation and action too): ``<image name>`` for detection and
+            segmentation, ``<video name>/frames_0/<frame>.png`` for action.
+        show (bool): Show each picture in a window.
+        wait_time (float): Seconds a ``show`` window stays open.
+        interval (int): Draw every ``interval``-th test sample.
+    """
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
         raise KeyError(
-            f'--show-dir: config {cfg.filename!r} has no '
-            "default_hooks.visualization (inherit a configs/_base_/"
-            'default_runtime_*.py)')
+            '--show/--show-dir: config '
+            f'{cfg.filename!r} has no default_hooks.visualization (inherit a '
+            'configs/_base_/default_runtime_*.py)')
     vis = hooks['visualization']
     scope = cfg.get('default_scope')
+    hook_type = str(vis.get('type', '')).split('.')[-1]
     if scope == 'mmdet':
         vis['draw'] = True
         vis['test_out_dir'] = show_dir
     elif scope == 'mmseg':
+        if hook_type == 'SegVisualizationHook':
+            # mmseg's hook writes into the visualizer's save_dir; this one
+            # writes <image name> into test_out_dir, as mmdet's does
+            vis['type'] = 'SegShowDirHook'
         vis['draw'] = True
-        vis['interval'] = 1
-        cfg.visualizer['save_dir'] = show_dir
+        vis['test_out_dir'] = show_dir
     elif scope == 'mmaction':
-        if vis.get('type') in ('VisualizationHook',
-                               'mmaction.VisualizationHook'):
+        if hook_type == 'VisualizationHook':
             # mmaction2 1.2.0's hook crashes on 3D inputs: see video_vis.py
             vis['type'] = 'VideoVisualizationHook'
         vis['enable'] = True
         vis['out_dir'] = show_dir
-        vis['interval'] = 1
     else:
-        raise ValueError(f'--show-dir: unsupported default_scope {scope!r}')
+        raise ValueError(
+            f'--show/--show-dir: unsupported default_scope {scope!r}')
+    vis['interval'] = interval
+    if show:
+        vis['show'] = True
+        vis['wait_time'] = wait_time
+    return cfg
+
+
+def enable_seg_out_dir(cfg: Config, out_dir: str) -> Config:
+    """``--out-dir``: write each segmentation prediction as a label-map PNG
+    (mmseg's ``tools/test.py --out``: ``IoUMetric(output_dir=...)``)."""
+    if cfg.get('default_scope') != 'mmseg':
+        raise ValueError(
+            '--out-dir writes segmentation label maps; config '
+            f'{cfg.filename!r} is {cfg.get("default_scope")!r} (use --out '
+            'FILE.pkl for the raw predictions)')
+    found = 0
+
+    def _set(node):
+        nonlocal found
+        if isinstance(node, (list, tuple)):
+            for item in node:
+                _set(item)
+        elif isinstance(node, dict):
+            if 'metrics' in node:
+                _set(node['metrics'])
+            elif 'IoUMetric' in str(node.get('type', '')) or \
+                    'unseen_classes' in node:
+                node['output_dir'] = out_dir
+                node['keep_results'] = True
+                found += 1
+
+    _set(cfg.test_evaluator)
+    if not found:
+        raise ValueError(f'--out-dir: the test_evaluator of {cfg.filename!r} '
+                         'has no IoUMetric to write the label maps')
     return cfg
 
 

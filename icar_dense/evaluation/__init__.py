@@ -1,5 +1,13 @@
-from .seg_metrics import SeenUnseenIoUMetric  # noqa: F401
-from .det_metrics import OVCocoAP50Metric  # noqa: F401,E402
-from .action_splits import (MultiSplitTestLoop,  # noqa: F401,E402
-                            summarize_splits)
-from .lvis_metric import FastLVISMetric  # noqa: F401,E402
+"""Metrics and test loops (imported on first use: each imports its task's
+host library)."""
+from icar_dense._lazy import lazy_exports
+
+_EXPORTS = {
+    'SeenUnseenIoUMetric': 'seg_metrics',
+    'OVCocoAP50Metric': 'det_metrics',
+    'MultiSplitTestLoop': 'action_splits',
+    'summarize_splits': 'action_splits',
+    'FastLVISMetric': 'lvis_metric',
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -84,6 +84,9 @@ from .core import (_check_hparams, _check_positive, _check_variants,
                    _resolve_chunk_size, learn_vision_proxies, load_proxies,
                    predict_with_proxies, save_proxies)
 
+#: ``progress='auto'``: a progress bar for runs of at least this many steps
+PROGRESS_MIN_ITERS = 200
+
 try:  # private in mmengine 0.10.x: splits a trailing loss element off
     from mmengine.runner.loops import _update_losses
 except ImportError:  # pragma: no cover - other mmengine releases
@@ -411,7 +414,10 @@ class InMaPTestLoop(TestLoop):
         text_pass (bool): With ``load_proxies``, False skips the text pass
             (inductive use: only the InMaP metrics). Default True.
         prefix (str): Metric name prefix. Default ``'inmap'``.
-        progress (bool): Progress bar of the learning steps (rank 0).
+        progress (bool | str): Progress bar of the learning steps (rank 0,
+            stderr). ``'auto'`` (default): on for runs of at least
+            ``PROGRESS_MIN_ITERS`` steps (the default 2000 steps take
+            minutes), off for shorter ones.
     """
 
     def __init__(self,
@@ -447,7 +453,7 @@ class InMaPTestLoop(TestLoop):
                  load_proxies: Optional[str] = None,
                  text_pass: bool = True,
                  prefix: str = 'inmap',
-                 progress: bool = False) -> None:
+                 progress: Union[bool, str] = 'auto') -> None:
         # options are checked before the dataloader and evaluator are built
         name = type(self).__name__
         if task is None:
@@ -544,6 +550,9 @@ class InMaPTestLoop(TestLoop):
         self.load_path = load_proxies
         self.text_pass = text_pass
         self.prefix = prefix
+        if progress not in (True, False, 'auto'):
+            raise ValueError(f"{name}: progress must be True, False or "
+                             f"'auto', got {progress!r}")
         self.progress = progress
         #: name -> variant -> (C(+1), D) proxies of the last run (CPU)
         self.proxies: Dict[str, Dict[str, torch.Tensor]] = {}
@@ -718,6 +727,13 @@ class InMaPTestLoop(TestLoop):
         proxies, self.summary = payload
         return proxies
 
+    @property
+    def show_progress(self) -> bool:
+        """Whether the learning steps show a progress bar."""
+        if self.progress == 'auto':
+            return int(self.hparams['iters']) >= PROGRESS_MIN_ITERS
+        return bool(self.progress)
+
     def _learn_on_rank0(self, classifiers, text, gathered):
         device = self._model_device()
         proxies, summary = OrderedDict(), OrderedDict()
@@ -758,7 +774,7 @@ class InMaPTestLoop(TestLoop):
                 col_marginal=marginal,
                 fixed_proxies=fixed,
                 variants=('text', ) + self.variants,
-                progress=self.progress,
+                progress=self.show_progress,
                 **hparams)
             proxies[name] = OrderedDict(
                 (v, result.proxies[v].t().float().cpu().contiguous())

@@ -38,6 +38,26 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor'))
 ]
+# multi-scale + flip test (tools/test.py --tta): boxes of the 6 views merged
+# by NMS, masks kept with their boxes (icar_dense's OVDetTTAModel, mmdet's
+# DetTTAModel with instance masks)
+tta_scales = [(896, 896), (1024, 1024), (1152, 1152)]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=s, keep_ratio=True)
+             for s in tta_scales],
+            [dict(type='RandomFlip', prob=1.),
+             dict(type='RandomFlip', prob=0.)],
+            [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
+            [dict(
+                type='PackDetInputs',
+                meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                           'scale_factor', 'flip', 'flip_direction'))]
+        ])
+]
 
 train_dataloader = dict(
     batch_size=2,

@@ -1,4 +1,11 @@
-from .icar_swin import SWIN_ARCHS, ICARSwinTransformer
+"""iCAR Swin backbones (2D: mmdet's Swin; 3D: mmaction2's), imported on
+first use."""
+from icar_dense._lazy import lazy_exports
 
-__all__ = ['SWIN_ARCHS', 'ICARSwinTransformer']
-from .icar_swin3d import ICARSwinTransformer3D  # noqa: F401,E402
+_EXPORTS = {
+    'SWIN_ARCHS': 'icar_swin',
+    'ICARSwinTransformer': 'icar_swin',
+    'ICARSwinTransformer3D': 'icar_swin3d',
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

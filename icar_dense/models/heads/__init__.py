@@ -1,8 +1,17 @@
-from .seg_heads import (ICARFCNHead, ICARUPerHead,  # noqa: F401
-                        TextSegHeadMixin)
-from .seg_segmentor import ICAREncoderDecoder  # noqa: F401
-from .det_heads import OVShared4Conv1FCBBoxHead  # noqa: F401,E402
-from .det_losses import SigmoidFederatedLoss  # noqa: F401,E402
-from .action_heads import ICARVideoHead  # noqa: F401,E402
-from .action_recognizer import ICARRecognizer3D  # noqa: F401,E402
-from .det_roi_heads import ICARCascadeRoIHead  # noqa: F401,E402
+"""Task heads (imported on first use: each imports its task's host
+library)."""
+from icar_dense._lazy import lazy_exports
+
+_EXPORTS = {
+    'ICARFCNHead': 'seg_heads',
+    'ICARUPerHead': 'seg_heads',
+    'TextSegHeadMixin': 'seg_heads',
+    'ICAREncoderDecoder': 'seg_segmentor',
+    'OVShared4Conv1FCBBoxHead': 'det_heads',
+    'SigmoidFederatedLoss': 'det_losses',
+    'ICARVideoHead': 'action_heads',
+    'ICARRecognizer3D': 'action_recognizer',
+    'ICARCascadeRoIHead': 'det_roi_heads',
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -19,7 +19,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import DefaultScope
 
-from icar_dense.registry import SHARED_MODEL_REGISTRIES, register_shared_model
+from icar_dense.registry import register_shared_model, shared_models_registry
 from icar_dense.utils.checkpoint import (ICAR_TEXT, LEGACY_TEXT_KEYS,
                                          load_checkpoint_file,
                                          log_rebuilt_unused,
@@ -77,13 +77,10 @@ def _build_text_encoder(cfg: Union[dict, nn.Module]) -> nn.Module:
         return cls(**cfg)
     # Build from the registry of the current default scope (a config with
     # default_scope='mmseg' may name mmseg's own text encoders); outside a
-    # scope fall back to mmdet's, which holds all of ours.
+    # task scope from icar_dense's own registry, which holds all of ours.
     scope = DefaultScope.get_current_instance()
     scope_name = scope.scope_name if scope is not None else None
-    registry = next(
-        (r for r in SHARED_MODEL_REGISTRIES if r.scope == scope_name),
-        SHARED_MODEL_REGISTRIES[0])
-    return registry.build(cfg)
+    return shared_models_registry(scope_name).build(cfg)
 
 
 @register_shared_model()
