@@ -37,6 +37,11 @@ def parse_args(argv=None):
                         help='detection score threshold')
     parser.add_argument('--topk', type=int, default=5,
                         help='labels printed for a video')
+    parser.add_argument(
+        '--allow-partial-checkpoint', action='store_true',
+        help='predict even when the checkpoint leaves tensors of the model '
+        'at their initialisation (listed in a warning); without it that is '
+        'an error')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 

@@ -76,6 +76,11 @@ def build_parser():
         'set (reported as inmap/<metric>); options: the config\'s '
         'inmap=dict(...) or --cfg-options inmap.iters=...')
     parser.add_argument(
+        '--allow-partial-checkpoint', action='store_true',
+        help='run even when the checkpoint leaves tensors of the model at '
+        'their initialisation (listed in a warning); without it that is an '
+        'error (config: allow_partial_checkpoint = True)')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value')
     parser.add_argument(
@@ -115,6 +120,7 @@ def main():
     from icar_dense.engine import (adapt_to_machine, dry_run_exit,
                                    merge_cfg_options, setup_work_dir,
                                    task_scope)
+    from icar_dense.engine.checkpoint_check import enable_checkpoint_check
     from icar_dense.engine.preflight import build_components, check_config
     from icar_dense.engine.testing import (enable_result_dump,
                                            enable_seg_out_dir,
@@ -131,6 +137,7 @@ def main():
     task_scope(cfg)
     setup_work_dir(cfg, args.work_dir)
     cfg.load_from = args.checkpoint
+    enable_checkpoint_check(cfg, 'test', args.allow_partial_checkpoint)
     if args.tta:
         enable_tta(cfg)
     if args.show or args.show_dir:

@@ -86,6 +86,7 @@ def main():
     from icar_dense.engine import (adapt_to_machine, dry_run_exit,
                                    enable_amp, merge_cfg_options,
                                    setup_work_dir, task_scope)
+    from icar_dense.engine.checkpoint_check import enable_checkpoint_check
     from icar_dense.engine.locks import hold_work_dir
     from icar_dense.engine.preflight import build_components, check_config
     from mmengine.config import Config
@@ -110,6 +111,9 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    # load_from / --resume: one line of what was loaded and what starts
+    # at its initialisation; an official iCAR file is mapped for detectors
+    enable_checkpoint_check(cfg, 'train')
     if args.no_validate:
         cfg.val_cfg = None
         cfg.val_dataloader = None

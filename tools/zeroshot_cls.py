@@ -62,9 +62,12 @@ class ImageFolder:
         return (pixels - self.mean) / self.std, label
 
 
-def build_model(cfg, checkpoint=None):
+def build_model(cfg, checkpoint=None, allow_partial=False):
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
+
+    from icar_dense.engine.checkpoint_check import watch_initialisation
+    from icar_dense.utils.init_logging import quiet_init_weights
     init_default_scope('mmdet')
     model_cfg = cfg.model
     if checkpoint is not None:
@@ -75,11 +78,32 @@ def build_model(cfg, checkpoint=None):
             prefix='text_classifier.')
     backbone = MODELS.build(model_cfg.backbone)
     classifier = MODELS.build(model_cfg.text_classifier)
-    from icar_dense.utils.init_logging import quiet_init_weights
-    with quiet_init_weights():
-        backbone.init_weights()
-        classifier.init_weights()
+    # every tensor must come from the checkpoint: a file of another
+    # architecture or text width must not be scored with random weights
+    for name, module in (('backbone', backbone),
+                         ('text_classifier', classifier)):
+        source = _pretrained_file(module)
+        if source is None:
+            message = (f'zeroshot_cls: model.{name} has no '
+                       "init_cfg=dict(type='Pretrained', checkpoint=...): "
+                       'its weights would be random; give --checkpoint')
+            if not allow_partial:
+                sys.exit(message)
+            print(f'{message} (--allow-partial-checkpoint: going on)')
+            with quiet_init_weights():
+                module.init_weights()
+            continue
+        with watch_initialisation(module, source, allow_partial), \
+                quiet_init_weights():
+            module.init_weights()
     return backbone.eval(), classifier.eval()
+
+
+def _pretrained_file(module):
+    cfgs = module.init_cfg or []
+    cfgs = [cfgs] if isinstance(cfgs, dict) else list(cfgs)
+    return next((c.get('checkpoint') for c in cfgs
+                 if c.get('type') == 'Pretrained'), None)
 
 
 def encode_images(backbone, classifier, loader, device):
@@ -129,6 +153,11 @@ def parse_args(argv=None):
     parser.add_argument(
         '--device', help="'cuda', 'cpu', ... (default: 'cuda' when a GPU "
         "is available, else 'cpu')")
+    parser.add_argument(
+        '--allow-partial-checkpoint', action='store_true',
+        help='run even when the checkpoint leaves tensors of the backbone '
+        'or the text classifier at their initialisation (listed in a '
+        'warning); without it that is an error')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
@@ -162,7 +191,8 @@ def main():
             name.replace('_', ' ') for name in dataset.classes
         ]
 
-    backbone, classifier = build_model(cfg, args.checkpoint)
+    backbone, classifier = build_model(cfg, args.checkpoint,
+                                       args.allow_partial_checkpoint)
     backbone.to(args.device)
     classifier.to(args.device)
     loader = torch.utils.data.DataLoader(

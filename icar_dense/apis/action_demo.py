@@ -13,6 +13,7 @@ import os.path as osp
 import numpy as np
 import torch
 
+from icar_dense.engine.checkpoint_check import load_checked
 from icar_dense.engine.hooks import write_json_atomic
 
 
@@ -28,6 +29,23 @@ def top_labels(scores, class_names, k=5):
             rank=rank + 1, label=class_names[i], index=int(i), score=float(v))
         for rank, (v, i) in enumerate(zip(values.tolist(), indices.tolist()))
     ]
+
+
+def build_recognizer(cfg, checkpoint, device='cpu', allow_partial=False):
+    """mmaction2's ``init_recognizer``, the checkpoint loaded and checked.
+
+    The model is built by ``init_recognizer`` without a checkpoint, then
+    :func:`~icar_dense.engine.checkpoint_check.load_checked` loads the file
+    (a trained recognizer, or an official iCAR file that
+    ``ICARRecognizer3D`` maps) and refuses it when tensors of the model
+    stay at their initialisation, unless ``allow_partial``.
+    """
+    from mmaction.apis import init_recognizer
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'demo: checkpoint {checkpoint!r} not found')
+    model = init_recognizer(cfg, None, device='cpu')
+    load_checked(model, checkpoint, allow_partial)
+    return model.to(device).eval()
 
 
 PICTURE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -105,7 +123,7 @@ def run_demo(cfg, args):
     Returns:
         list[dict]: The top-k labels with their scores.
     """
-    from mmaction.apis import inference_recognizer, init_recognizer
+    from mmaction.apis import inference_recognizer
 
     from icar_dense.engine.testing import use_vocabulary
     if not osp.isfile(args.input):
@@ -117,7 +135,9 @@ def run_demo(cfg, args):
                        'test_pipeline (mmaction reads it for inference)')
     if getattr(args, 'vocabulary', None):
         use_vocabulary(cfg, args.vocabulary)
-    model = init_recognizer(cfg, args.checkpoint, device=args.device)
+    model = build_recognizer(
+        cfg, args.checkpoint, args.device,
+        allow_partial=getattr(args, 'allow_partial_checkpoint', False))
     result = inference_recognizer(model, args.input)
     head = model.cls_head
     names = (

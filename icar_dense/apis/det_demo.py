@@ -8,7 +8,6 @@ the open-vocabulary heads get the requested class list, mmdet's
 boxes, masks and labels into the saved picture.
 """
 import copy
-import logging
 import os
 import os.path as osp
 from typing import Optional
@@ -16,12 +15,8 @@ from typing import Optional
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
-from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
-from icar_dense.utils.checkpoint import (ICAR_PREFIXES, CheckpointError,
-                                         load_checkpoint_file,
-                                         unwrap_state_dict)
 from .pipeline import inference_pipeline
 
 
@@ -32,46 +27,33 @@ def ov_heads(model: torch.nn.Module) -> list:
             if isinstance(m, OVShared4Conv1FCBBoxHead)]
 
 
-def load_detector_checkpoint(model: torch.nn.Module, path: str) -> dict:
+def load_detector_checkpoint(model: torch.nn.Module, path: str,
+                             allow_partial: bool = False) -> dict:
     """Load a trained detector checkpoint with ``weights_only`` loading.
+
+    Every tensor of the detector must come from the file (see
+    :func:`icar_dense.engine.checkpoint_check.load_checked`): an iCAR
+    pre-training file, mapped onto the backbone and the text classifiers,
+    leaves the neck and the heads untrained and is refused, naming them,
+    unless ``allow_partial`` (``--allow-partial-checkpoint``).
 
     Returns:
         dict: The checkpoint's ``meta`` (empty if it has none).
     """
-    checkpoint = load_checkpoint_file(path)
-    state_dict = unwrap_state_dict(checkpoint, path)
-    if any(k.startswith(ICAR_PREFIXES) for k in state_dict):
-        # read safely, but it is a pre-training file: no RPN / RoI heads
-        raise CheckpointError(
-            f'{path} is an iCAR pre-training checkpoint (visual_model.* / '
-            'sentence_model.*): it has the Swin and the text tower but no '
-            'detection heads, so it cannot detect by itself. Pass a detector '
-            'trained from it (tools/train.py CONFIG; the config names it in '
-            "the backbone's and text classifiers' init_cfg), or 'none' to "
-            "build the config's model from its init_cfg files.")
-    state_dict = {(k[len('module.'):] if k.startswith('module.') else k): v
-                  for k, v in state_dict.items()}
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    # a frozen text encoder may be left out of checkpoints by users
-    missing = [k for k in missing if '.text_encoder.' not in k]
-    if missing or unexpected:
-        print_log(
-            f'{path}: {len(missing)} missing keys {missing[:5]}, '
-            f'{len(unexpected)} unexpected keys {unexpected[:5]}',
-            logger='current', level=logging.WARNING)
-    if not state_dict or len(unexpected) == len(state_dict):
-        raise KeyError(f'{path}: no key fits the detector of the config; '
-                       f'first keys: {list(state_dict)[:5]}')
+    from icar_dense.engine.checkpoint_check import load_checked
+    checkpoint = load_checked(model, path, allow_partial)
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     return meta or {}
 
 
 def init_ov_detector(cfg: Config, checkpoint: Optional[str],
-                     device: str = 'cpu') -> torch.nn.Module:
+                     device: str = 'cpu',
+                     allow_partial: bool = False) -> torch.nn.Module:
     """``mmdet.apis.init_detector`` with the safe checkpoint loader.
 
     ``checkpoint=None`` (or ``'none'``) runs ``init_weights`` instead, i.e.
-    the config's pretrained files.
+    the config's pretrained files.  A checkpoint that leaves tensors of the
+    detector at their initialisation is refused unless ``allow_partial``.
     """
     from mmdet.registry import MODELS
     from mmengine.model.utils import revert_sync_batchnorm
@@ -85,7 +67,7 @@ def init_ov_detector(cfg: Config, checkpoint: Optional[str],
         if not osp.isfile(checkpoint):
             raise FileNotFoundError(
                 f'demo: checkpoint {checkpoint!r} not found')
-        load_detector_checkpoint(model, checkpoint)
+        load_detector_checkpoint(model, checkpoint, allow_partial)
     heads = ov_heads(model)
     names = heads[-1].class_names if heads else list(
         cfg.get('classes') or [])
@@ -117,7 +99,9 @@ def run_demo(cfg: Config, args):
     if getattr(args, 'vocabulary', None):
         from icar_dense.engine.testing import use_vocabulary
         use_vocabulary(cfg, args.vocabulary)
-    model = init_ov_detector(cfg, args.checkpoint, args.device)
+    model = init_ov_detector(
+        cfg, args.checkpoint, args.device,
+        allow_partial=getattr(args, 'allow_partial_checkpoint', False))
     if not ov_heads(model):
         raise TypeError(f'demo: {cfg.filename!r} has no open-vocabulary box '
                         'head (OVShared4Conv1FCBBoxHead): its classes are '

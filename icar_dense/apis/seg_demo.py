@@ -17,8 +17,8 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 
+from icar_dense.engine.checkpoint_check import load_checked
 from .pipeline import inference_pipeline
 
 ALPHA = 0.5
@@ -44,12 +44,16 @@ def class_palette(names: Sequence[str]) -> List[Tuple[int, int, int]]:
 
 
 def build_segmentor(cfg: Config, checkpoint: Optional[str],
-                    device: str = 'cpu') -> torch.nn.Module:
+                    device: str = 'cpu',
+                    allow_partial: bool = False) -> torch.nn.Module:
     """Build the config's model and load a checkpoint into it.
 
     ``checkpoint`` may be a segmentation checkpoint or an iCAR one (official
     or converted: ``ICAREncoderDecoder`` maps it); ``None`` or ``'none'``
-    runs ``init_weights`` (the config's pretrained files) instead.
+    runs ``init_weights`` (the config's pretrained files) instead.  A
+    checkpoint that leaves tensors of the model at their initialisation
+    (e.g. the iCAR file given to a UperNet config: the decoder is not in
+    it) is refused unless ``allow_partial``.
     """
     from mmseg.registry import MODELS
     init_default_scope(cfg.get('default_scope', 'mmseg'))
@@ -62,7 +66,7 @@ def build_segmentor(cfg: Config, checkpoint: Optional[str],
         if not osp.isfile(checkpoint):
             raise FileNotFoundError(f'demo: checkpoint {checkpoint!r} not '
                                     'found')
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        load_checked(model, checkpoint, allow_partial)
     model.cfg = cfg
     return model.to(device).eval()
 
@@ -143,7 +147,9 @@ def run_demo(cfg: Config, args) -> Dict[str, float]:
     if getattr(args, 'vocabulary', None):
         from icar_dense.engine.testing import use_vocabulary
         use_vocabulary(cfg, args.vocabulary)
-    model = build_segmentor(cfg, args.checkpoint, args.device)
+    model = build_segmentor(
+        cfg, args.checkpoint, args.device,
+        allow_partial=getattr(args, 'allow_partial_checkpoint', False))
     if not hasattr(model, 'class_names'):
         raise TypeError(f'demo: {type(model).__name__} has no text '
                         'classifier; use an ICAREncoderDecoder config')

@@ -546,3 +546,120 @@ def find_icar_state_dict(state_dict, prefix):
     official = OrderedDict((r, state_dict[k]) for r, k in rel.items()
                            if r.startswith(ICAR_PREFIXES))
     return official, consumed
+
+
+def maps_icar_itself(model):
+    """Whether ``model`` rewrites official iCAR state dicts while loading
+    (``ICAREncoderDecoder``, ``ICARRecognizer3D``: their
+    ``_load_from_state_dict`` maps the file, see their modules)."""
+    return callable(getattr(type(model), '_map_icar_checkpoint', None))
+
+
+def _fit_swin_for_backbone(backbone, swin, rebuilt, source):
+    """Converted Swin weights (OpenMMLab names) ready for ``backbone``.
+
+    Relative position tables are resized to the backbone's window (its own
+    ``_fit_position_tables``); ``pos_embed`` becomes the absolute position
+    embedding of a backbone with ``use_abs_pos_embed=True`` (its own
+    ``_fit_abs_pos_embed``) and is listed in ``rebuilt`` otherwise.
+    """
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    fit_tables = getattr(backbone, '_fit_position_tables', None)
+    if fit_tables is not None:
+        swin = fit_tables(swin, logger)
+    fit_pos = getattr(backbone, '_fit_abs_pos_embed', None)
+    if 'pos_embed' in swin and getattr(backbone, 'use_abs_pos_embed', False) \
+            and fit_pos is not None:
+        fit_pos(swin, source, logger)
+    elif 'pos_embed' in swin:
+        swin.pop('pos_embed')
+        rebuilt.append(ICAR_VISUAL_BACKBONE + 'pos_embed')
+    return swin
+
+
+def fit_icar_checkpoint(model, checkpoint, source='checkpoint',
+                        logger='current'):
+    """Map an official iCAR file, in place, onto a model that does not read
+    it itself (a detector, or any model built of our modules).
+
+    The Swin goes to ``backbone.*`` (OpenMMLab names, tables resized to the
+    backbone's window), the text tower and both projections to every text
+    classifier of the model (``...text_classifier.*``; a visual projection of
+    another width keeps its initialisation, see
+    ``TextClassifier.fit_checkpoint_weights``).  Everything else of the model
+    (neck, RPN, RoI heads, ...) is not in the file: the caller decides
+    whether that is acceptable (``icar_dense.engine.checkpoint_check``).
+    One line says what was mapped, one "rebuilt / unused" line lists the
+    buffers and unused weights left out.
+
+    Args:
+        model (nn.Module): The (unwrapped) model the file is loaded into.
+        checkpoint (dict): What ``load_checkpoint_file`` / mmengine's
+            ``_load_checkpoint`` returned; rewritten to ``{'state_dict':
+            ...}`` in the model's keys when it is an official iCAR file.
+        source (str): The file, named in the log lines.
+
+    Returns:
+        bool: Whether the checkpoint was an official iCAR file and was
+        rewritten.
+    """
+    if not isinstance(checkpoint, dict) or maps_icar_itself(model):
+        return False
+    state = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state, dict):
+        return False
+    official, _ = find_icar_state_dict(state, '')
+    if official is None:
+        return False
+    rebuilt, notes = [], []
+    converted, unknown = convert_icar_state_dict(official, source, rebuilt)
+    mapped = OrderedDict()
+    swin = OrderedDict((k[len('backbone.'):], v) for k, v in converted.items()
+                       if k.startswith('backbone.'))
+    backbone = getattr(model, 'backbone', None)
+    parts = []
+    if swin and isinstance(backbone, torch.nn.Module):
+        swin = _fit_swin_for_backbone(backbone, swin, rebuilt, source)
+        for key, value in swin.items():
+            mapped['backbone.' + key] = value
+        for name, buffer in backbone.named_buffers():
+            # rebuilt from the window size: the model's own, so that no
+            # loader reports them missing
+            if name.endswith('relative_position_index'):
+                mapped['backbone.' + name] = buffer.detach().clone()
+        parts.append(f'its Swin to backbone.* ({len(swin)} tensors)')
+    elif swin:
+        notes.append(f'{type(model).__name__} has no backbone: the Swin '
+                     'is not used')
+    text = OrderedDict(
+        (k[len('text_classifier.'):], v) for k, v in converted.items()
+        if k.startswith('text_classifier.'))
+    for name, module in model.named_modules():
+        if not text or not callable(
+                getattr(module, 'fit_checkpoint_weights', None)):
+            continue
+        kept, fit_notes = module.fit_checkpoint_weights(text)
+        owned = module.state_dict()
+        kept = {k: v for k, v in kept.items() if k in owned}
+        for key, value in kept.items():
+            mapped[f'{name}.{key}' if name else key] = value
+        parts.append(f'its text tower and projections to {name or "model"}.'
+                     f'* ({len(kept)} tensors)')
+        notes += [f'{name}: {note}' for note in fit_notes]
+    if not parts:
+        notes.append('the model has no backbone and no text classifier to '
+                     'take them')
+    if unknown:
+        notes.append(f'unrecognised keys {unknown[:5]}')
+    for key in list(checkpoint):
+        del checkpoint[key]
+    checkpoint['state_dict'] = mapped
+    from mmengine.logging import print_log
+    print_log(
+        f'{source}: an official iCAR checkpoint given to '
+        f'{type(model).__name__}: mapped {"; ".join(parts) or "nothing"}'
+        f'{"; " + "; ".join(notes) if notes else ""}',
+        logger=logger)
+    log_rebuilt_unused(source, list(dict.fromkeys(rebuilt)), logger=logger)
+    return True

@@ -47,8 +47,9 @@ from mmengine.logging import MMLogger, print_log  # noqa: E402
 from mmengine.model import BaseModule  # noqa: E402
 
 from icar_dense.utils.checkpoint import (  # noqa: E402
-    CheckpointError, detect_layout, load_checkpoint_file,
-    split_icar_state_dict, unwrap_state_dict)
+    ICAR_VISUAL_BACKBONE, CheckpointError, detect_layout,
+    load_checkpoint_file, log_rebuilt_unused, split_icar_state_dict,
+    undo_icar_swin_renames, unwrap_state_dict)
 
 _TABLE = 'relative_position_bias_table'
 _INDEX = 'relative_position_index'
@@ -150,35 +151,63 @@ def infer_table_window(
         f'the spatial window {tuple(spatial_hint)} of the model')
 
 
-def _original_swin_2d(state_dict, source):
-    """Original-Swin-named 2D weights from an iCAR or original Swin dict."""
+def _original_swin_2d(state_dict, source, rebuilt=None):
+    """Original-Swin-named 2D weights from an iCAR or original Swin dict.
+
+    The buffers the 3D model rebuilds (``relative_coords`` /
+    ``relative_position_index``, ``atten_mask_matrix`` / ``attn_mask``) are
+    dropped; their keys are appended to ``rebuilt`` when a list is given.
+    """
     layout = detect_layout(state_dict, source)
     if layout == 'icar':
-        return split_icar_state_dict(state_dict, source)['swin']
+        parts = split_icar_state_dict(state_dict, source)
+        if rebuilt is not None:
+            rebuilt += [k for k in parts['rebuilt']
+                        if k.startswith(ICAR_VISUAL_BACKBONE)]
+        return parts['swin']
     if layout == 'openmmlab':
         raise CheckpointError(
             f'{source}: a 2D OpenMMLab (mmdet/mmseg) Swin checkpoint; the '
             'video backbone inflates official iCAR or original '
             'Swin-Transformer checkpoints (keys layers.N.blocks...)')
-    return OrderedDict(
+    swin = OrderedDict(
         (k[len('backbone.'):] if k.startswith('backbone.') else k, v)
         for k, v in state_dict.items() if not k.startswith('head.'))
+    return undo_icar_swin_renames(swin, rebuilt)
 
 
-def _drop_pos_embed(state_dict, source, logger):
-    """Drop iCAR's absolute position embedding, with one log line.
+def _take_pos_embed(state_dict, rebuilt):
+    """Drop iCAR's absolute position embedding into ``rebuilt``.
 
     The authors' Video Swin has no absolute position embedding (its
     ``inflate_weights`` leaves ``pos_embed`` to ``strict=False``); neither
-    has ours.
+    has ours.  It is named in the "rebuilt / unused" line.
     """
-    pos = state_dict.pop('pos_embed', None)
-    if pos is not None:
-        print_log(
-            f'ICARSwinTransformer3D: pos_embed {tuple(pos.shape)} of '
-            f'{source} not used (Video Swin has no absolute position '
-            "embedding; the authors' video code drops it too)",
-            logger=logger)
+    if state_dict.pop('pos_embed', None) is not None:
+        rebuilt.append('pos_embed')
+
+
+class _LoadResultCatcher:
+    """The logger handed to mmaction's ``inflate_weights``.
+
+    mmaction ends its inflation with ``logger.info(self.load_state_dict(
+    ...))``, which lists the rebuilt ``relative_position_index`` buffers as
+    missing keys.  This logger keeps that result (``result``) for the
+    caller to report properly; every other message goes to ``logger``.
+    """
+
+    def __init__(self, logger):
+        self._logger = logger
+        self.result = None
+
+    def info(self, msg, *args, **kwargs):
+        if hasattr(msg, 'missing_keys') and hasattr(msg, 'unexpected_keys'):
+            self.result = msg
+            return
+        self._logger.info(msg, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._logger, name)
 
 
 def _strip_prefix(state_dict, prefix):
@@ -287,14 +316,20 @@ class ICARSwinTransformer3D(SwinTransformer3D):
     # ------------------------------------------------------------------
     # inflation (2D -> 3D), reusing mmaction's inflate_weights
     # ------------------------------------------------------------------
-    def inflate_weights(self, logger: MMLogger, state_dict=None) -> None:
+    def inflate_weights(self, logger: MMLogger, state_dict=None):
         """Inflate 2D Swin weights into this model (mmaction's logic).
 
         Args:
-            logger (MMLogger): where mmaction's method logs.
+            logger (MMLogger): where mmaction's method logs (its final
+                ``load_state_dict`` result is returned instead).
             state_dict (dict, optional): original-Swin-named 2D weights; read
                 from ``self.pretrained`` (safely, iCAR renames undone) when
                 None.
+
+        Returns:
+            The ``load_state_dict`` result of mmaction's inflation
+            (``missing_keys`` / ``unexpected_keys``; the missing keys include
+            the rebuilt ``relative_position_index`` buffers), or None.
         """
         if state_dict is None:
             state_dict = _original_swin_2d(
@@ -319,8 +354,10 @@ class ICARSwinTransformer3D(SwinTransformer3D):
         # keep what the model has (plus the final 'norm' it renames).
         kept = OrderedDict((k, v) for k, v in state_dict.items()
                            if k in own or k in ('norm.weight', 'norm.bias'))
+        catcher = _LoadResultCatcher(logger)
         with _serve_to_mmaction_inflation(kept):
-            super().inflate_weights(logger)
+            super().inflate_weights(catcher)
+        return catcher.result
 
     def inflate_state_dict(self, state_dict) -> Dict[str, torch.Tensor]:
         """2D (original Swin names) -> this model's 3D tensors.
@@ -444,22 +481,36 @@ class ICARSwinTransformer3D(SwinTransformer3D):
         if patch is not None and patch.dim() == 5:
             self._load_3d(state_dict, path, logger)
         else:
-            sd2d = _original_swin_2d(state_dict, path)
-            _drop_pos_embed(sd2d, path, logger)
-            expected = {k for k in self.state_dict() if _INDEX not in k}
-            last = self.num_layers - 1
-            given = {re.sub(r'^norm\.', f'norm{last}.', k) for k in sd2d}
-            self.inflate_weights(logger, sd2d)
-            missing = sorted(expected - given)
-            unexpected = sorted(given - set(self.state_dict()))
-            print_log(
-                f'{type(self).__name__}: inflated the 2D Swin of {path} '
-                f'(temporal patch {self.patch_size[0]}, window '
-                f'{tuple(self.window_size)}); missing {len(missing)}: '
-                f'{missing[:8]}; unexpected {len(unexpected)}: '
-                f'{unexpected[:8]}',
-                logger=logger)
+            self._inflate_from(state_dict, path, logger)
         self._is_init = True
+
+    def _inflate_from(self, state_dict, path, logger) -> None:
+        """``init_weights`` from a 2D file: inflate, then two lines: what
+        was inflated (with any truly missing / unexpected key) and the
+        "rebuilt / unused" buffers (the file's and the model's index
+        buffers) and ``pos_embed``."""
+        rebuilt = []
+        sd2d = _original_swin_2d(state_dict, path, rebuilt)
+        _take_pos_embed(sd2d, rebuilt)
+        expected = {k for k in self.state_dict() if _INDEX not in k}
+        last = self.num_layers - 1
+        given = {re.sub(r'^norm\.', f'norm{last}.', k) for k in sd2d}
+        result = self.inflate_weights(logger, sd2d)
+        if result is not None and not any(
+                k.endswith(('relative_coords', _INDEX)) for k in rebuilt):
+            # the file had no index buffers: name the model's, rebuilt
+            rebuilt += [k for k in result.missing_keys if _INDEX in k]
+        missing = sorted(expected - given)
+        unexpected = sorted(given - set(self.state_dict()))
+        print_log(
+            f'{type(self).__name__}: inflated the 2D Swin of {path} '
+            f'(temporal patch {self.patch_size[0]}, window '
+            f'{tuple(self.window_size)}); missing {len(missing)}: '
+            f'{missing[:8]}; unexpected {len(unexpected)}: '
+            f'{unexpected[:8]}',
+            logger=logger)
+        log_rebuilt_unused(f'{type(self).__name__} ({path})', rebuilt,
+                           logger=logger)
 
     def _load_3d(self, state_dict, path, logger):
         state_dict = OrderedDict(state_dict)
