@@ -184,6 +184,7 @@ def test_pretraining_file_on_a_finetuning_config(seg, tmp_path):
     line = _refused(proc, seg['icar'], 'decode_head', 'pre-training',
                     'Fine-tune from it first')
     assert 'decode_head.bottleneck' in line or 'decode_head.psp' in line
+    assert 'nested twice' not in line  # {'model': ...} is the layout
     assert not _results(tmp_path / 'work')
 
     work = tmp_path / 'partial'

@@ -213,7 +213,7 @@ class CheckpointWatch:
                 f'{len(other_shape)} of them have another shape in the file '
                 '(another architecture or width than the config builds: '
                 'check arch / embed_dims / the text encoder config)')
-        if self.nested:
+        if self.nested and not self.pretraining:
             causes.append(
                 f'the state dict holds dicts under {self.nested[:3]}: a '
                 'state_dict nested twice? Save its inner state dict')
