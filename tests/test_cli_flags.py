@@ -149,8 +149,7 @@ def test_segmentation_test_flags(tmp_path):
     metrics = metrics if isinstance(metrics, list) else [metrics]
     assert metrics[0].type == 'DumpResults'
     iou = [m for m in metrics if 'IoUMetric' in m.type]
-    assert iou and all(m.output_dir == 'maps' and m.keep_results
-                       for m in iou)
+    assert iou and all(m.output_dir == 'maps' for m in iou)
 
 
 def test_action_test_flags(tmp_path):

@@ -119,6 +119,24 @@ val_dataloader = dict(
         data_prefix=dict(img=''),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# tools/test.py --tta: flip x 3 scales around the demo's 256 px
+tta_scales = [(224, 224), (256, 256), (288, 288)]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=s, keep_ratio=True)
+             for s in tta_scales],
+            [dict(type='RandomFlip', prob=1.),
+             dict(type='RandomFlip', prob=0.)],
+            [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
+            [dict(
+                type='PackDetInputs',
+                meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                           'scale_factor', 'flip', 'flip_direction'))]
+        ])
+]
 # tools/demo_lvis.py adds the LVIS AP over the base and over the novel
 # categories (LVISEval restricted to each group) to these numbers
 val_evaluator = dict(ann_file=val_ann)

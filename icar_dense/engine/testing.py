@@ -98,7 +98,6 @@ def enable_seg_out_dir(cfg: Config, out_dir: str) -> Config:
             elif 'IoUMetric' in str(node.get('type', '')) or \
                     'unseen_classes' in node:
                 node['output_dir'] = out_dir
-                node['keep_results'] = True
                 found += 1
 
     _set(cfg.test_evaluator)
