@@ -16,6 +16,11 @@
   UperNet segmenter; synthetic vocabularies with random unit class
   embeddings written to an embeddings file (``TextClassifier(embeddings=)``),
   so that no text encoding is timed.
+
+Over 400 lines on purpose: every benchmark script imports this one module
+(``import _common as C``) for the small, independent helpers above; none of
+them is long, and splitting them by topic would give each script several
+helper imports for no shared logic.
 """
 import os
 

@@ -45,6 +45,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import _common as C  # noqa: E402
+import _lvis_cache as D  # noqa: E402
 import _lvis_synth as S  # noqa: E402
 
 SCRIPT = osp.abspath(__file__)
@@ -96,121 +97,6 @@ def peak_mb() -> float:
 
 
 # ----------------------------------------------------------------------
-# synthetic data
-# ----------------------------------------------------------------------
-def ann_file(num_images: int, seed: int) -> str:
-    """The ground-truth file of the first ``num_images`` images (cached)."""
-    path = osp.join(C.work_dir('lvis_eval'),
-                    f'lvis_synth_{num_images}_seed{seed}.json')
-    if not osp.isfile(path):
-        tmp = path + f'.{os.getpid()}.tmp'
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(S.dataset(num_images, seed), f)
-        os.replace(tmp, path)
-    return path
-
-
-CHUNK = 256
-
-
-def _cache_dir(seed: int) -> str:
-    return osp.join(C.work_dir('lvis_eval'), f'predictions_seed{seed}')
-
-
-def _write_chunk(job):
-    """Predictions (and their mask RLEs) of images [start, stop) -> .npz."""
-    start, stop, seed, path = job
-    import numpy as np
-
-    from icar_dense.evaluation.lvis_metric import compress_rle_counts
-    cats = S.categories(seed)
-    boxes, scores, labels, sizes, blobs, lengths = [], [], [], [], [], []
-    for i in range(start, stop):
-        _, _, pred = S.image(i, cats, seed, with_anns=False)
-        counts, offsets = S.ellipse_runs(pred['bboxes'], pred['height'],
-                                         pred['width'])
-        blob, boff = compress_rle_counts(counts, offsets)
-        boxes.append(pred['bboxes'])
-        scores.append(pred['scores'])
-        labels.append(pred['labels'].astype(np.int32))
-        sizes.append((pred['height'], pred['width']))
-        blobs.append(blob)
-        lengths.append(np.diff(boff))
-    tmp = path + '.tmp.npz'
-    np.savez(tmp, bboxes=np.stack(boxes), scores=np.stack(scores),
-             labels=np.stack(labels), sizes=np.array(sizes, np.int64),
-             rles=np.frombuffer(b''.join(blobs), np.uint8),
-             rle_lengths=np.concatenate(lengths))
-    os.replace(tmp, path)
-
-
-def prediction_cache(num_images: int, seed: int, procs: int) -> float:
-    """Write the predictions of the first ``num_images`` images (once;
-    ``procs`` helper processes); the seconds it took (0: cached)."""
-    folder = _cache_dir(seed)
-    os.makedirs(folder, exist_ok=True)
-    jobs = []
-    for start in range(0, num_images, CHUNK):
-        path = osp.join(folder, f'{start:06d}.npz')
-        stop = start + CHUNK
-        if not osp.isfile(path):
-            jobs.append((start, stop, seed, path))
-    if not jobs:
-        return 0.0
-    t0 = time.perf_counter()
-    if procs > 1:
-        import multiprocessing as mp
-        with mp.get_context('fork').Pool(procs) as pool:
-            list(pool.imap_unordered(_write_chunk, jobs))
-    else:
-        for job in jobs:
-            _write_chunk(job)
-    return round(time.perf_counter() - t0, 1)
-
-
-def predictions(indices, seed):
-    """Yield ``(index, pred)`` from the cache; ``pred['rles']`` =
-    (blob, offsets) of the image's 300 masks."""
-    import numpy as np
-    wanted = sorted(indices)
-    k = 0
-    while k < len(wanted):
-        start = wanted[k] // CHUNK * CHUNK
-        with np.load(osp.join(_cache_dir(seed), f'{start:06d}.npz')) as z:
-            data = {key: z[key] for key in z.files}
-        ends = np.concatenate(([0], np.cumsum(data['rle_lengths'])))
-        blob = data['rles'].tobytes()
-        per = data['bboxes'].shape[1]
-        while k < len(wanted) and wanted[k] < start + CHUNK:
-            j = wanted[k] - start
-            h, w = data['sizes'][j].tolist()
-            off = ends[j * per:(j + 1) * per + 1]
-            yield wanted[k], dict(
-                bboxes=data['bboxes'][j], scores=data['scores'][j],
-                labels=data['labels'][j].astype(np.int64), height=h,
-                width=w, rles=(blob[off[0]:off[-1]], off - off[0]))
-            k += 1
-
-
-def data_sample(index: int, pred: dict, with_masks: bool) -> dict:
-    """What mmdet's test loop hands the metric (``to_dict()`` form)."""
-    import torch
-    inst = dict(
-        bboxes=torch.from_numpy(pred['bboxes']),
-        scores=torch.from_numpy(pred['scores']),
-        labels=torch.from_numpy(pred['labels']))
-    if with_masks:
-        blob, offsets = pred['rles']
-        size = [pred['height'], pred['width']]
-        inst['masks'] = [
-            dict(size=size, counts=blob[offsets[k]:offsets[k + 1]])
-            for k in range(len(offsets) - 1)
-        ]
-    return dict(img_id=index + 1, ori_shape=(pred['height'], pred['width']),
-                pred_instances=inst)
-
-
-# ----------------------------------------------------------------------
 # workers (one fresh process each)
 # ----------------------------------------------------------------------
 def _build_metric(args, kinds):
@@ -243,8 +129,8 @@ def run_metric(args, indices, size, metric=None):
     out['gt_peak_rss_mb'] = peak_mb()
     process_s = 0.0
     t_read = time.perf_counter()
-    for index, pred in predictions(indices, args.seed):
-        sample = data_sample(index, pred, with_masks)
+    for index, pred in D.predictions(indices, args.seed):
+        sample = D.data_sample(index, pred, with_masks)
         t = time.perf_counter()
         metric.process({}, [sample])
         process_s += time.perf_counter() - t
@@ -393,7 +279,7 @@ def run_dist(args, ann):
         _, err = proc.communicate(timeout=3600)
         if proc.returncode != 0:
             errors.append(f'rank {rank} failed ({proc.returncode}): '
-                          f'{err.strip().splitlines()[-1:] }')
+                          f'{err.strip().splitlines()[-3:]}')
     wall = time.perf_counter() - t0
     if errors:
         return dict(error='; '.join(errors))
@@ -415,15 +301,15 @@ def main(argv=None):
         return worker_metric(args)
     machine = C.machine_info('cpu')
     t0 = time.perf_counter()
-    full_ann = ann_file(max(args.images, args.dist_images), args.seed)
+    full_ann = D.ann_file(max(args.images, args.dist_images), args.seed)
     if args.images != max(args.images, args.dist_images):
-        full_ann_ours = ann_file(args.images, args.seed)
+        full_ann_ours = D.ann_file(args.images, args.seed)
     else:
         full_ann_ours = full_ann
-    small_ann = ann_file(args.mmdet_images, args.seed) \
+    small_ann = D.ann_file(args.mmdet_images, args.seed) \
         if args.mmdet_images else None
     gt_files_s = round(time.perf_counter() - t0, 1)
-    generate_s = prediction_cache(
+    generate_s = D.prediction_cache(
         max(args.images, args.dist_images, args.mmdet_images,
             args.encode_images), args.seed, args.gen_procs)
     figures, rows = [], []
@@ -517,7 +403,7 @@ def main(argv=None):
         figures.append(fig)
     if not args.keep_data:
         import shutil
-        shutil.rmtree(_cache_dir(args.seed), ignore_errors=True)
+        shutil.rmtree(D.cache_dir(args.seed), ignore_errors=True)
     C.emit(figures, rows, ['metric', 'images', 'kind', 'gt s', 'process s',
                            'evaluate s', 'peak RSS MB'])
 

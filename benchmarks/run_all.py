@@ -121,52 +121,58 @@ def _json_document(text: str) -> dict:
     return json.loads(text[start:text.rindex('}') + 1])
 
 
+# the key each LVIS figure has when its run succeeded
+_LVIS_KEYS = dict(lvis_eval_full='total_s',
+                  lvis_eval_vs_mmdet='ratio_time_mmdet_over_ours',
+                  mask_encoding='mean_s_per_image',
+                  lvis_eval_dist='rank0_peak_rss_mb')
+
+
+def _lvis_value(kind: str, fig: dict):
+    """(value, goal, met) of one LVIS figure that has its results."""
+    if kind == 'lvis_eval_full':
+        return (f'{fig["images"]} images bbox+segm: {fig["total_s"]:.0f} s '
+                f'(gt {fig["gt_s"]:.0f} + process {fig["process_s"]:.0f} + '
+                f'evaluate {fig["evaluate_s"]:.0f}), peak RSS '
+                f'{fig["peak_rss_mb"] / 1024:.2f} GB', fig['goal'],
+                fig.get('meets_goal'))
+    if kind == 'lvis_eval_vs_mmdet':
+        diff = fig['max_abs_metric_diff']
+        mmdet, ours = fig['mmdet'], fig['ours']
+        return (f'{fig["images"]} images bbox: mmdet {mmdet["total_s"]:.1f} '
+                f's / {mmdet["peak_rss_mb"]:.0f} MB vs ours '
+                f'{ours["total_s"]:.1f} s / {ours["peak_rss_mb"]:.0f} MB '
+                f'({fig["ratio_time_mmdet_over_ours"]}x time, '
+                f'{fig["ratio_peak_rss_mmdet_over_ours"]}x peak); '
+                f'max |metric diff| {diff}', 'same metrics',
+                diff is not None and diff <= 1e-3)
+    if kind == 'mask_encoding':
+        m = fig['mean_s_per_image']
+        return (f'per image of 300 masks: mmdet {m["mmdet"]:.3f} s, ours '
+                f'{m["ours"]:.3f} s ({fig["speedup"]}x; all 300 cropped '
+                f'{m["ours_all_masks"]:.3f} s), identical RLE '
+                f'{fig["identical_rle"]}', 'no longer dominant', None)
+    return (f'{fig["world_size"]} gloo ranks, {fig["images"]} images: rank 0 '
+            f'peak RSS {fig["rank0_peak_rss_mb"]:.0f} MB, wall '
+            f'{fig["wall_s"]:.0f} s', 'reported', None)
+
+
 def _lvis_figures(stdout: str) -> list:
     out = []
     for fig in C.parse_json_lines(stdout):
         kind = fig.get('figure')
-        if 'error' in fig:
-            value, goal, met = f'failed: {fig["error"]}', '-', False
-        elif kind == 'lvis_eval_full':
-            value = (f'{fig["images"]} images bbox+segm: {fig["total_s"]:.0f}'
-                     f' s (gt {fig["gt_s"]:.0f} + process '
-                     f'{fig["process_s"]:.0f} + evaluate '
-                     f'{fig["evaluate_s"]:.0f}), peak RSS '
-                     f'{fig["peak_rss_mb"] / 1024:.2f} GB')
-            goal, met = fig['goal'], fig.get('meets_goal')
-        elif kind == 'lvis_eval_vs_mmdet':
-            if 'ratio_time_mmdet_over_ours' not in fig:
-                value, goal, met = 'failed', '-', False
-            else:
-                value = (f'{fig["images"]} images bbox: mmdet '
-                         f'{fig["mmdet"]["total_s"]:.1f} s / '
-                         f'{fig["mmdet"]["peak_rss_mb"]:.0f} MB vs ours '
-                         f'{fig["ours"]["total_s"]:.1f} s / '
-                         f'{fig["ours"]["peak_rss_mb"]:.0f} MB '
-                         f'({fig["ratio_time_mmdet_over_ours"]}x time, '
-                         f'{fig["ratio_peak_rss_mmdet_over_ours"]}x peak); '
-                         f'max |metric diff| {fig["max_abs_metric_diff"]}')
-                goal, met = 'same metrics', \
-                    fig['max_abs_metric_diff'] is not None and \
-                    fig['max_abs_metric_diff'] <= 1e-3
-        elif kind == 'mask_encoding':
-            m = fig['mean_s_per_image']
-            value = (f'per image of 300 masks: mmdet {m["mmdet"]:.3f} s, '
-                     f'ours {m["ours"]:.3f} s ({fig["speedup"]}x; all 300 '
-                     f'cropped {m["ours_all_masks"]:.3f} s), identical RLE '
-                     f'{fig["identical_rle"]}')
-            goal, met = 'no longer dominant', None
-        elif kind == 'lvis_eval_dist':
-            if 'rank0_peak_rss_mb' not in fig:
-                value, goal, met = 'failed', '-', False
-            else:
-                value = (f'{fig["world_size"]} gloo ranks, '
-                         f'{fig["images"]} images:'
-                         f' rank 0 peak RSS {fig["rank0_peak_rss_mb"]:.0f} MB,'
-                         f' wall {fig["wall_s"]:.0f} s')
-                goal, met = 'reported', None
-        else:
+        if kind not in _LVIS_KEYS:
             continue
+        if _LVIS_KEYS[kind] in fig:
+            value, goal, met = _lvis_value(kind, fig)
+        else:
+            errors = [fig.get('error')] + [
+                f'{side}: {fig[side].get("error")}' for side in ('ours',
+                                                                 'mmdet')
+                if isinstance(fig.get(side), dict) and 'error' in fig[side]]
+            value = 'failed: ' + ('; '.join(filter(None, errors))
+                                  or 'no results')
+            goal, met = '-', False
         out.append(dict(name=f'LVIS evaluation: {kind}', value=value,
                         goal=goal, met=met, figure=kind, details=fig))
     return out

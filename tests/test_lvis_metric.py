@@ -386,5 +386,6 @@ def test_bench_lvis_eval_quick(tmp_path, monkeypatch):
     assert side['ratio_time_mmdet_over_ours'] > 0
     assert figs['mask_encoding']['identical_rle'] is True
     dist = figs['lvis_eval_dist']
+    assert 'error' not in dist, dist
     assert dist['rank0_peak_rss_mb'] > 0, dist
     assert dist['metrics_equal_single_process'] is True
