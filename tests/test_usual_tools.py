@@ -59,6 +59,8 @@ model = dict(type='Foo', head=dict(text_classifier=dict(
     proc = check_ok(run_tool(['python', 'tools/build_vocab_embeddings.py',
                               str(cfg), str(vocab), out]))
     assert 'encoding 3 classes' in proc.stdout
+    # no per-parameter "same before and after init_weights" report
+    assert 'before and after' not in proc.stdout + proc.stderr
     from mmdet.registry import MODELS
     torch.manual_seed(0)
     from_file = MODELS.build(dict(type='TextClassifier', in_channels=8,

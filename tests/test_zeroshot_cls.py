@@ -144,6 +144,8 @@ inmap = dict(iters=20)
         assert 0.0 <= result[key]['top1'] <= 100.0
         assert result[key]['top5'] == 100.0  # two classes
     assert '"top1"' in proc.stdout
+    # no per-parameter "same before and after init_weights" report
+    assert 'before and after' not in proc.stdout + proc.stderr
 
     classes.write_text('cat\ncoffee\ndog\n')
     proc = run_tool(['python', 'tools/zeroshot_cls.py', str(cfg), data,
