@@ -280,8 +280,22 @@ def test_screen_dtype_follows_the_device(tmp_path, monkeypatch):
     monkeypatch.setenv('ICAR_SCREEN_DTYPE', 'half')
     with pytest.raises(ValueError, match='ICAR_SCREEN_DTYPE'):
         screen_dtype_info('cpu')
+    # the probe runs on one thread (a loaded machine stalls multi-threaded
+    # calls, whatever the dtype) and gives the threads back
+    monkeypatch.undo()
+    monkeypatch.delenv('ICAR_SCREEN_DTYPE', raising=False)
+    threads, calls = torch.get_num_threads(), []
+    real_set = torch.set_num_threads
+
+    def set_threads(n):
+        calls.append(n)
+        real_set(n)
+
+    monkeypatch.setattr(torch, 'set_num_threads', set_threads)
+    assert lv._probe_seconds(torch.float32, torch.device('cpu')) > 0
+    assert calls == [1, threads] and torch.get_num_threads() == threads
+    monkeypatch.setattr(torch, 'set_num_threads', real_set)
     # the benchmarks say which dtype this machine uses
-    monkeypatch.delenv('ICAR_SCREEN_DTYPE')
     monkeypatch.setattr(lv, '_screen_cache', {})
     machine = C.machine_info('cpu')
     assert machine['screen_dtype'] in ('float32', 'bfloat16')

@@ -257,15 +257,28 @@ def cpu_bf16_flags(cpuinfo: str = '/proc/cpuinfo') -> Optional[List[str]]:
 
 
 def _probe_seconds(dtype: torch.dtype, device: torch.device) -> float:
-    """Best of 3 of a small screening-shaped matmul (34 MFLOP)."""
+    """Best of 5 of a small screening-shaped matmul (34 MFLOP).
+
+    On the CPU it runs on one thread: with more threads than idle cores
+    (a shared machine), every multi-threaded call can wait a scheduler
+    tick for a descheduled thread (measured: 16 ms for either dtype on a
+    loaded 2-core AMD EPYC, against 0.1 / 0.35 ms single-threaded), and
+    the comparison would measure the load, not the arithmetic.
+    """
     g = torch.Generator().manual_seed(0)
     a = torch.randn(256, 65, generator=g).to(device, dtype)
     b = torch.randn(65, 1024, generator=g).to(device, dtype)
-    best = math.inf
-    for _ in range(4):  # the first is a warm-up
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
+    threads = torch.get_num_threads()
+    if device.type == 'cpu':
+        torch.set_num_threads(1)
+    try:
+        best = math.inf
+        for _ in range(6):  # the first is a warm-up
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
     return best
 
 
@@ -312,8 +325,8 @@ def screen_dtype_info(device: Union[str, torch.device] = 'cpu',
             fast = t16 < 0.8 * t32
             dtype = torch.bfloat16 if fast else torch.float32
             reason = (f'CPU flags {flags if flags else "unreadable"}; probe '
-                      f'matmul bfloat16 {t16 * 1e3:.2f} ms vs float32 '
-                      f'{t32 * 1e3:.2f} ms')
+                      f'matmul (1 thread) bfloat16 {t16 * 1e3:.2f} ms vs '
+                      f'float32 {t32 * 1e3:.2f} ms')
     else:
         dtype, reason = torch.float32, f'{key}: float32 by default'
     info = dict(dtype=dtype, name=str(dtype).replace('torch.', ''),
