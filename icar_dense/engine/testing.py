@@ -187,6 +187,8 @@ def _retarget(node, source, embeddings, names, counter):
     if 'text_classifier' in node and node.get('unseen_classes'):
         # a training-time split (seg heads): keep the unseen names that are
         # still in the vocabulary; the others do not exist any more
+        from .vocab_eval import class_key
+        keys = {class_key(n) for n in names}
         node['unseen_classes'] = [
             c for c in node['unseen_classes'] if class_key(c) in keys]
     for value in node.values():
@@ -217,6 +219,16 @@ def _wrap_evaluator(evaluator):
     return _wrap_metric(evaluator)
 
 
+def _wrap_dataset(dataset_cfg, vocabulary, dataset_classes):
+    if dataset_cfg.get('type') in ('VocabularyDataset',
+                                   'mmengine.VocabularyDataset'):
+        dataset_cfg['vocabulary'] = vocabulary
+        return dataset_cfg
+    return ConfigDict(
+        type='VocabularyDataset',
+        dataset=dataset_cfg,
+        vocabulary=vocabulary,
+        dataset_classes=dataset_classes)
 
 
 def _configured_vocabulary(node):
@@ -251,7 +263,17 @@ def use_vocabulary(cfg: Config, value: str) -> Config:
     Video metrics score the vocabulary as it is (a class without videos is
     a wrong answer); videos of classes outside it are left out.
     """
+    from . import vocab_eval  # noqa: F401  (registers the wrappers)
+    if not cfg.get('test_dataloader') or 'model' not in cfg or not cfg.get(
+            'test_cfg', True):
+        raise ValueError(
+            f'--vocabulary: {cfg.filename!r} is not a tools/test.py config '
+            '(no test_dataloader / test_cfg); a configs/cls zero-shot '
+            'classification config is run by tools/zeroshot_cls.py CONFIG '
+            'DATA_DIR --classes FILE')
     source, embeddings, names = read_vocabulary_argument(value)
+    # names the labels of a dataset without class names (a Kinetics list)
+    configured = copy.deepcopy(_configured_vocabulary(cfg.model))
     counter = dict(classifiers=0)
     _retarget(cfg.model, source, embeddings, names, counter)
     if 'tta_model' in cfg:
@@ -268,29 +290,7 @@ def use_vocabulary(cfg: Config, value: str) -> Config:
         configured)
     if cfg.get('default_scope') in ('mmdet', 'mmseg'):
         cfg.test_evaluator = _wrap_evaluator(cfg.get('test_evaluator'))
-        from .vocab_eval import class_key
-        keys = {class_key(n) for n in names}
     if len(names) < 2:
         warnings.warn(f'--vocabulary: a single class ({names}); '
                       'softmax-based heads need at least two')
     return cfg
-def _wrap_dataset(dataset_cfg, vocabulary, dataset_classes):
-    if dataset_cfg.get('type') in ('VocabularyDataset',
-                                   'mmengine.VocabularyDataset'):
-        dataset_cfg['vocabulary'] = vocabulary
-        return dataset_cfg
-    return ConfigDict(
-        type='VocabularyDataset',
-        dataset=dataset_cfg,
-        vocabulary=vocabulary,
-        dataset_classes=dataset_classes)
-    from . import vocab_eval  # noqa: F401  (registers the wrappers)
-    if not cfg.get('test_dataloader') or 'model' not in cfg or not cfg.get(
-            'test_cfg', True):
-        raise ValueError(
-            f'--vocabulary: {cfg.filename!r} is not a tools/test.py config '
-            '(no test_dataloader / test_cfg); a configs/cls zero-shot '
-            'classification config is run by tools/zeroshot_cls.py CONFIG '
-            'DATA_DIR --classes FILE')
-    # names the labels of a dataset without class names (a Kinetics list)
-    configured = copy.deepcopy(_configured_vocabulary(cfg.model))
