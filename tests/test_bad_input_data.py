@@ -579,16 +579,30 @@ def test_kinetics_label_outside_the_400_classes(videos, tmp_path):
 
 
 def test_kinetics_labels_checked_against_a_test_vocabulary(videos, tmp_path):
-    """tools/test.py --vocabulary a,b,c: the dataset has 3 classes now."""
+    """tools/test.py --vocabulary on a Kinetics list: its labels still index
+    the config's 400 classes (checked, the line named) and are matched to
+    the vocabulary by name; videos of other classes are left out."""
     from icar_dense.engine.testing import use_vocabulary
+    from icar_dense.models.text import load_vocabulary
     listing = write_lines(tmp_path / 'k400_list.txt',
-                          ['clip_0.mp4 0', 'clip_1.mp4 2', 'clip_2.mp4 5'])
+                          ['clip_0.mp4 0', 'clip_1.mp4 2', 'clip_2.mp4 400'])
     cfg, loader = _k400_loader(listing, videos)
-    use_vocabulary(cfg, 'abseiling,biking,diving')
+    k400 = list(load_vocabulary(
+        cfg.model.cls_head.text_classifier.vocabulary).names)
+    use_vocabulary(cfg, f'{k400[2]},teapot,{k400[0]}')
     with pytest.raises(AnnotationError) as err:
         _build(cfg.test_dataloader)
     assert f'{listing}, line 3' in str(err.value)
-    assert 'metainfo.classes names only 3 classes' in str(err.value)
+    assert 'num_classes=400' in str(err.value)
+
+    listing = write_lines(tmp_path / 'k400_list.txt',
+                          ['clip_0.mp4 0', 'clip_1.mp4 2', 'clip_2.mp4 7'])
+    cfg, loader = _k400_loader(listing, videos)
+    use_vocabulary(cfg, f'{k400[2]},teapot,{k400[0]}')
+    dataset = _build(cfg.test_dataloader)
+    assert len(dataset) == 2  # label 7's class is not in the vocabulary
+    assert dataset.metainfo['no_ground_truth'] == ('teapot', )
+    assert dataset.label_map[[0, 2, 7]].tolist() == [2, 0, -1]
 
 
 def _safe_pipeline(pipeline, **options):
