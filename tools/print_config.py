@@ -19,9 +19,10 @@ def main():
     args = parse_args()
     import icar_dense  # noqa: F401  (compat fixes, lazy registration)
     from mmengine.config import Config
+    from icar_dense.engine.runtime import merge_cfg_options
     cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    # the same structure check as tools/train.py: what is printed is what runs
+    merge_cfg_options(cfg, args.cfg_options)
     print(f'Config:\n{cfg.pretty_text}')
     if args.save_path:
         cfg.dump(args.save_path)
