@@ -19,14 +19,15 @@ __all__ = ['ann_file', 'cache_dir', 'prediction_cache', 'predictions',
            'data_sample']
 
 
-def ann_file(num_images: int, seed: int) -> str:
-    """The ground-truth file of the first ``num_images`` images (cached)."""
+def ann_file(num_images: int, seed: int, procs: int = 0) -> str:
+    """The ground-truth file of the first ``num_images`` images (cached;
+    ``procs`` helper processes draw it)."""
     path = osp.join(C.work_dir('lvis_eval'),
                     f'lvis_synth_{num_images}_seed{seed}.json')
     if not osp.isfile(path):
         tmp = path + f'.{os.getpid()}.tmp'
         with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(S.dataset(num_images, seed), f)
+            json.dump(S.dataset(num_images, seed, procs), f)
         os.replace(tmp, path)
     return path
 

@@ -14,6 +14,7 @@ run) -- no image-sized array is ever built, except by :func:`dense_masks`.
 Every image is drawn from its own seed, so any subset (a rank's shard, the
 first N images) is generated alone and identically.
 """
+import functools
 from typing import List, Tuple
 
 import numpy as np
@@ -144,12 +145,23 @@ def image(index: int,
     return img, anns, pred
 
 
-def dataset(num_images: int, seed: int = 0) -> dict:
-    """The LVIS annotation dict of the first ``num_images`` images."""
+def _image_gt(index: int, cats: List[dict], seed: int):
+    return image(index, cats, seed, with_preds=False)[:2]
+
+
+def dataset(num_images: int, seed: int = 0, procs: int = 0) -> dict:
+    """The LVIS annotation dict of the first ``num_images`` images
+    (``procs`` > 1: drawn by that many processes, the same dict)."""
     cats = categories(seed)
+    draw = functools.partial(_image_gt, cats=cats, seed=seed)
+    if procs > 1:
+        import multiprocessing as mp
+        with mp.get_context('fork').Pool(procs) as pool:
+            drawn = pool.map(draw, range(num_images), chunksize=256)
+    else:
+        drawn = map(draw, range(num_images))
     images, anns = [], []
-    for i in range(num_images):
-        img, a, _ = image(i, cats, seed, with_preds=False)
+    for img, a in drawn:
         images.append(img)
         anns.extend(a)
     for k, ann in enumerate(anns):

@@ -69,7 +69,8 @@ def parse_args(argv=None):
                         help='images of the multi-process run (default: '
                         '--images)')
     parser.add_argument('--gen-procs', type=int, default=2,
-                        help='helper processes generating predictions')
+                        help='helper processes generating the synthetic '
+                        'annotations and predictions')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--keep-data', action='store_true',
                         help='keep the generated predictions for a rerun')
@@ -301,12 +302,13 @@ def main(argv=None):
         return worker_metric(args)
     machine = C.machine_info('cpu')
     t0 = time.perf_counter()
-    full_ann = D.ann_file(max(args.images, args.dist_images), args.seed)
+    full_ann = D.ann_file(max(args.images, args.dist_images), args.seed,
+                          args.gen_procs)
     if args.images != max(args.images, args.dist_images):
-        full_ann_ours = D.ann_file(args.images, args.seed)
+        full_ann_ours = D.ann_file(args.images, args.seed, args.gen_procs)
     else:
         full_ann_ours = full_ann
-    small_ann = D.ann_file(args.mmdet_images, args.seed) \
+    small_ann = D.ann_file(args.mmdet_images, args.seed, args.gen_procs) \
         if args.mmdet_images else None
     gt_files_s = round(time.perf_counter() - t0, 1)
     generate_s = D.prediction_cache(

@@ -23,7 +23,8 @@ this script collects it, prints a summary table and writes everything to
    and <= 8 GB peak RSS), side by side with mmdet's ``LVISMetric`` on 2,000
    images (boxes), the mask encoding of ``process`` and 2 gloo ranks.
 
-On a 2-core CPU the whole run took 483 s (measured once).
+Figures 1-5 took 483 s on a 2-core Intel Xeon (measured once); figure 6
+alone took 548 s on a loaded 2-core AMD EPYC (docs/performance.md).
 
     python benchmarks/run_all.py                 # what `make bench` runs
     python benchmarks/run_all.py --quick         # smoke run (~1 minute)

@@ -389,3 +389,13 @@ def test_bench_lvis_eval_quick(tmp_path, monkeypatch):
     assert 'error' not in dist, dist
     assert dist['rank0_peak_rss_mb'] > 0, dist
     assert dist['metrics_equal_single_process'] is True
+
+
+def test_lvis_synth_dataset_same_with_helper_processes():
+    """bench_lvis_eval draws the annotation file with helper processes: the
+    same file as one process draws."""
+    import sys
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    sys.path.insert(0, osp.join(repo, 'benchmarks'))
+    import _lvis_synth as S
+    assert S.dataset(30, seed=3, procs=2) == S.dataset(30, seed=3)
