@@ -11,6 +11,7 @@ instead of ``iter_250.pth``; the segmentation and video runs are run exactly
 as documented.
 """
 import glob
+import json
 import os
 import os.path as osp
 import re
@@ -83,6 +84,19 @@ def test_detection_first_run(sandbox):
         glob.glob(str(work / 'test' / '*' / 'pictures' / '*.jpg')))
     assert all(cv2.imread(p) is not None for p in pictures), photos
     assert (work / 'test_tta' / 'metrics_test.json').is_file()
+    # what `make demo` (the README's second command) reports
+    with open(work / 'demo_results.json') as f:
+        results = json.load(f)
+    assert osp.samefile(results['checkpoint'], work / 'train' / 'iter_2.pth')
+    for key in ('lvis/bbox_AP', 'lvis/bbox_APr', 'lvis/segm_APr'):
+        assert 0 <= results['metrics'][key] <= 1, key
+    assert set(results['group_ap']) == {
+        'bbox_AP_base', 'bbox_AP_novel', 'segm_AP_base', 'segm_AP_novel'}
+    # one prediction picture per photo, and the open-vocabulary demo
+    assert len(results['pictures']) == 6
+    assert all(osp.getsize(osp.join(sandbox, p)) > 0
+               for p in results['pictures'])
+    assert osp.getsize(work / 'demo_open_vocabulary.jpg') > 0
 
 
 def test_segmentation_first_run(sandbox):
