@@ -22,9 +22,9 @@ from helpers_seg import (TINY_SWIN, make_icar_checkpoint,  # noqa: E402
 from icar_layout import captured_mm_log, icar_checkpoint  # noqa: E402
 
 import icar_dense  # noqa: E402,F401
-from icar_dense.utils.checkpoint import (CheckpointError,  # noqa: E402
-                                         classify_checkpoint_keys,
-                                         load_checkpoint_file)
+from icar_dense.checkpoint import (CheckpointError,  # noqa: E402
+                                   classify_checkpoint_keys,
+                                   load_checkpoint_file)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -30,9 +30,9 @@ import icar_dense  # noqa: F401
 from authors_swin_reference import (PREFIX, authors_swin_forward,
                                     authors_video_swin_forward,
                                     inflate_authors_swin, random_authors_swin)
+from icar_dense.checkpoint import backbone_state_dict
 from icar_dense.models.backbones import (ICARSwinTransformer,
                                          ICARSwinTransformer3D)
-from icar_dense.utils.checkpoint import backbone_state_dict
 
 TOL = 1e-4  # see the module docstring
 # 224 px, patch 4, window 7: maps 56, 28, 14, 7 -- the last stage is exactly

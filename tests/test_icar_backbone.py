@@ -6,10 +6,9 @@ import torch
 from mmdet.models.backbones import SwinTransformer
 
 import icar_dense  # noqa: F401
+from icar_dense.checkpoint import (CheckpointError, detect_layout,
+                                   infer_swin_arch, load_checkpoint_file)
 from icar_dense.models.backbones import ICARSwinTransformer
-from icar_dense.utils.checkpoint import (CheckpointError, detect_layout,
-                                         infer_swin_arch,
-                                         load_checkpoint_file)
 from icar_layout import icar_checkpoint
 
 TINY = dict(embed_dims=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4),

@@ -37,7 +37,7 @@ def strip(state_dict, prefix):
 
 
 def convert(src, dst, verify=True):
-    from icar_dense.utils.checkpoint import (
+    from icar_dense.checkpoint import (
         CheckpointError, convert_icar_state_dict, describe_rebuilt_unused,
         detect_layout, infer_roberta_config, infer_swin_arch,
         load_checkpoint_file, save_checkpoint_file, stage_norm_keys,
@@ -124,7 +124,7 @@ def main():
     args = parser.parse_args()
     # heavy imports only once the arguments are known to be good
     import icar_dense  # noqa: F401  (safe checkpoint loading)
-    from icar_dense.utils.checkpoint import CheckpointError
+    from icar_dense.checkpoint import CheckpointError
     try:
         convert(args.src, args.dst, verify=not args.no_verify)
     except (CheckpointError, FileNotFoundError) as err:

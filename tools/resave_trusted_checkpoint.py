@@ -58,7 +58,7 @@ def main():
     # heavy imports only once the arguments are known to be good
     import torch
 
-    from icar_dense.utils.checkpoint import save_checkpoint_file
+    from icar_dense.checkpoint import save_checkpoint_file
     checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
     dropped = []
     save_checkpoint_file(plain(checkpoint, 'checkpoint', dropped), args.dst)

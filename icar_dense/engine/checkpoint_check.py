@@ -31,7 +31,7 @@ went on to print metrics.  Here every such load is watched:
   hook point, which is called with the file's content right before it is
   loaded into the model: the hook also maps an official iCAR file onto a
   model that does not read it itself (detectors; see
-  :func:`icar_dense.utils.checkpoint.fit_icar_checkpoint`).
+  :func:`icar_dense.checkpoint.fit_icar_checkpoint`).
   :func:`enable_checkpoint_check` adds it (``tools/test.py``: strict,
   ``tools/train.py``: report only).
 * :func:`load_checked` is the same for the demos (one file into one model)
@@ -53,10 +53,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from icar_dense.utils.checkpoint import (CheckpointError,
-                                         find_icar_state_dict,
-                                         fit_icar_checkpoint,
-                                         load_checkpoint_file)
+from icar_dense.checkpoint import (CheckpointError, find_icar_state_dict,
+                                   fit_icar_checkpoint, load_checkpoint_file)
 
 # tensors the models rebuild themselves (window index buffers; BN's batch
 # counter): never "left at initialisation"

@@ -3,7 +3,8 @@
 A thin subclass of mmdet's ``SwinTransformer`` (also used by mmseg's UperNet
 through the shared registration): architecture presets, ``init_weights``
 that reads official iCAR checkpoints, original Swin checkpoints and OpenMMLab
-ones, all through the safe loader, and the two places where the forward of
+ones, all through the safe loader (the checkpoint knowledge is
+:mod:`icar_dense.checkpoint`'s), and the two places where the forward of
 the authors' Swin (``SwinUnsup``) differs from mmdet's:
 
 * **no shift in a block whose feature map fits in its window**: the original
@@ -16,18 +17,16 @@ the authors' Swin (``SwinUnsup``) differs from mmdet's:
   classification at the pre-training size) and dropped with one log line
   otherwise, as the authors' dense code drops it.
 """
-import logging
-import math
-
 import torch.nn.functional as F
 from mmdet.models.backbones.swin import ShiftWindowMSA, SwinTransformer
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import MMLogger
 from mmengine.utils import to_2tuple
 
+from icar_dense.checkpoint import load_swin_file, resize_pos_embed
 from icar_dense.registry import register_shared_model
-from icar_dense.utils.checkpoint import (CheckpointError, backbone_state_dict,
-                                         load_checkpoint_file,
-                                         unwrap_state_dict)
+
+__all__ = ['ICARSwinTransformer', 'SWIN_ARCHS', 'WindowFitShiftWindowMSA',
+           'resize_pos_embed']
 
 # Swin-T/S/B/L as in the Swin paper; iCAR uses T and B.
 SWIN_ARCHS = {
@@ -168,134 +167,19 @@ class ICARSwinTransformer(SwinTransformer):
         return resize_pos_embed(pos, self.pos_embed_grid, hw_shape)
 
     def init_weights(self):
+        """Load a ``Pretrained`` init_cfg through
+        :func:`icar_dense.checkpoint.load_swin_file` (any supported layout,
+        tables fitted to the window, ``pos_embed`` used or dropped), else
+        mmdet's initialisation."""
         init_cfg = self.init_cfg
         if isinstance(init_cfg, (list, tuple)) and len(init_cfg) == 1:
             init_cfg = init_cfg[0]
         if not (isinstance(init_cfg, dict)
                 and init_cfg.get('type') == 'Pretrained'):
             return super().init_weights()
-        logger = MMLogger.get_current_instance()
         if not init_cfg.get('checkpoint'):
             raise KeyError(f"{type(self).__name__}: init_cfg {init_cfg} has "
                            "type 'Pretrained' but no 'checkpoint' path")
-        path = init_cfg['checkpoint']
-        state_dict = backbone_state_dict(
-            unwrap_state_dict(load_checkpoint_file(path), path), path)
-        if not any(k.startswith('stages.') for k in state_dict):
-            raise CheckpointError(
-                f'{path}: no Swin backbone weights (no stages.* keys after '
-                f'conversion; found e.g. {list(state_dict)[:3]}): is it a '
-                'text-only or non-Swin checkpoint?')
-        state_dict = self._fit_position_tables(state_dict, logger)
-        self._fit_abs_pos_embed(state_dict, path, logger)
-        try:
-            missing, unexpected = self.load_state_dict(
-                state_dict, strict=False)
-        except RuntimeError as err:
-            mismatches = [line.strip() for line in str(err).splitlines()
-                          if 'size mismatch' in line]
-            if not mismatches:
-                raise
-            raise CheckpointError(
-                f'{path}: its Swin weights do not fit this '
-                f'{type(self).__name__} (arch={self.arch!r}); '
-                f'{len(mismatches)} tensors differ, e.g. {mismatches[0]} '
-                'Set `arch` to the checkpoint\'s architecture.') from None
-        # relative_position_index buffers are rebuilt, not loaded
-        missing = [k for k in missing if 'relative_position_index' not in k]
-        matched = len(state_dict) - len(unexpected)
-        print_log(
-            f'{type(self).__name__}: loaded {matched} tensors from {path}; '
-            f'missing {len(missing)}: {missing[:8]}; unexpected '
-            f'{len(unexpected)}: {unexpected[:8]}',
-            logger=logger)
+        load_swin_file(self, init_cfg['checkpoint'],
+                       MMLogger.get_current_instance())
         self._is_init = True
-
-    def _fit_position_tables(self, state_dict, logger):
-        """Bicubic resize of relative position tables when windows differ."""
-        current = self.state_dict()
-        # index buffers depend only on the window size: always rebuilt
-        for key in [k for k in state_dict if 'relative_position_index' in k]:
-            state_dict.pop(key)
-        for key in [k for k in state_dict
-                    if 'relative_position_bias_table' in k]:
-            if key not in current:
-                continue
-            table = state_dict[key]
-            length, heads = table.shape
-            new_length, new_heads = current[key].shape
-            if heads != new_heads:
-                print_log(f'{key}: {heads} heads in the checkpoint, '
-                          f'{new_heads} in the model: not loaded',
-                          logger=logger, level=logging.WARNING)
-                state_dict.pop(key)
-            elif length != new_length:
-                side, new_side = int(length**0.5), int(new_length**0.5)
-                state_dict[key] = F.interpolate(
-                    table.permute(1, 0).reshape(1, heads, side, side),
-                    size=(new_side, new_side),
-                    mode='bicubic').reshape(heads, new_length).permute(
-                        1, 0).contiguous()
-        return state_dict
-
-    def _fit_abs_pos_embed(self, state_dict, path, logger):
-        """Use or drop the checkpoint's absolute position embedding.
-
-        iCAR stores it as ``pos_embed`` (1, h*w, C), OpenMMLab Swin as
-        ``absolute_pos_embed``.  Edits ``state_dict`` in place.
-        """
-        name = type(self).__name__
-        pos = state_dict.pop('pos_embed', None)
-        if 'absolute_pos_embed' in state_dict:
-            pos = state_dict.pop('absolute_pos_embed')
-        if not self.use_abs_pos_embed:
-            if pos is not None:
-                print_log(
-                    f'{name}: pos_embed {tuple(pos.shape)} of {path} not '
-                    'used (use_abs_pos_embed=False, for dense inputs, as the '
-                    "authors' detection/segmentation/video code drops it; "
-                    'zero-shot classification at the pre-training size sets '
-                    'use_abs_pos_embed=True)',
-                    logger=logger)
-            return
-        if pos is None:
-            print_log(
-                f'{name}: use_abs_pos_embed=True but {path} has no pos_embed'
-                ' (a checkpoint trained without it): the embedding stays 0',
-                logger=logger,
-                level=logging.WARNING)
-            return
-        if pos.dim() == 4:  # (1, C, h, w), older OpenMMLab checkpoints
-            pos = pos.flatten(2).transpose(1, 2)
-        own = self.absolute_pos_embed
-        side = math.isqrt(pos.shape[1])
-        if pos.shape[-1] != own.shape[-1] or (
-                pos.shape[1] != own.shape[1] and side * side != pos.shape[1]):
-            raise CheckpointError(
-                f'{path}: pos_embed {tuple(pos.shape)} does not fit this '
-                f'model\'s {tuple(own.shape)} (grid {self.pos_embed_grid}); '
-                'set pretrain_img_size to the size the checkpoint was '
-                'trained at, or use_abs_pos_embed=False')
-        if pos.shape[1] != own.shape[1]:  # a square grid of another size
-            pos = resize_pos_embed(pos, (side, side), self.pos_embed_grid)
-        state_dict['absolute_pos_embed'] = pos
-        print_log(
-            f'{name}: pos_embed of {path} used as the absolute position '
-            f'embedding (grid {self.pos_embed_grid[0]}x'
-            f'{self.pos_embed_grid[1]}, interpolated for other input grids)',
-            logger=logger)
-
-
-def resize_pos_embed(pos, src_grid, dst_grid):
-    """Bicubic resize of a (1, h*w, C) position embedding to another grid.
-
-    Bicubic with ``align_corners=False`` as Swin-Transformer and mmseg resize
-    Swin's absolute position embedding.
-    """
-    channels = pos.shape[-1]
-    grid = pos.reshape(1, src_grid[0], src_grid[1],
-                       channels).permute(0, 3, 1, 2)
-    grid = F.interpolate(
-        grid.float(), size=tuple(dst_grid), mode='bicubic',
-        align_corners=False).to(pos.dtype)
-    return grid.flatten(2).transpose(1, 2)

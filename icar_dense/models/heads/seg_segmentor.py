@@ -9,7 +9,9 @@ Two additions, nothing else:
   CKPT``, the demo): an official iCAR file (``model`` with
   ``visual_model.*`` / ``sentence_model.*``) or a ``tools/convert_icar.py``
   output (``backbone.*``, ``text_classifier.*``) is mapped onto
-  ``backbone.*`` and ``decode_head.text_classifier.*``.  That is what the
+  ``backbone.*`` and ``decode_head.text_classifier.*``
+  (:func:`icar_dense.checkpoint.map_icar_to_segmentor`, run by the
+  :class:`~icar_dense.checkpoint.ICARCheckpointMixin`).  That is what the
   zero-shot config tests with: no fine-tuned segmentation checkpoint exists.
   A visual projection of the wrong width (UperNet's 512 channels) is left out
   with a message, as ``TextClassifier.init_weights`` does.
@@ -23,28 +25,22 @@ classes and 512 x 512, 23 GB at 21,841).  The results then hold
 averages ``seg_logits``) needs ``large_vocab=None``, which ``tools/test.py
 --tta`` sets; the text pass of ``InMaPTestLoop`` uses the dense path too.
 """
-from collections import OrderedDict
 from typing import List, Optional
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from icar_dense.utils.checkpoint import (REBUILT_UNUSED,
-                                         convert_icar_state_dict,
-                                         find_icar_state_dict,
-                                         log_rebuilt_unused, stage_norm_keys,
-                                         stage_norm_note)
+from icar_dense.checkpoint import ICARCheckpointMixin, map_icar_to_segmentor
 from .large_vocab import chain_matrices, dense_argmax, window_grid
 from .seg_heads import TextSegHeadMixin
 
 
 @MODELS.register_module()
-class ICAREncoderDecoder(EncoderDecoder):
+class ICAREncoderDecoder(ICARCheckpointMixin, EncoderDecoder):
     """``EncoderDecoder`` with a shared text classifier and iCAR loading.
 
     Args:
@@ -57,6 +53,9 @@ class ICAREncoderDecoder(EncoderDecoder):
             tile; 64).  None always uses mmseg's dense path.
         *args, **kwargs: Those of mmseg's ``EncoderDecoder``.
     """
+
+    # official / converted iCAR files handed to the loader
+    icar_checkpoint_filter = map_icar_to_segmentor
 
     LARGE_VOCAB_DEFAULTS = dict(
         min_classes=1000, topk=8, bf16_min_classes=4096, bf16_topk=16,
@@ -223,82 +222,3 @@ class ICAREncoderDecoder(EncoderDecoder):
             stats=stats)
         self.large_vocab_stats.append(stats)
         return pred
-
-    # ------------------------------------------------------------------
-    # reading iCAR checkpoints
-    # ------------------------------------------------------------------
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._map_icar_checkpoint(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _map_icar_checkpoint(self, state_dict, prefix: str) -> None:
-        """Rewrite an iCAR-layout state dict in place into ours.
-
-        Buffers the model rebuilds and weights it does not use (the
-        authors' ``relative_coords`` / ``atten_mask_matrix``, a
-        ``pos_embed`` the backbone has no place for, RoBERTa's
-        ``position_ids`` / ``pooler.*``) are named in one "rebuilt /
-        unused" line; the model's own ``relative_position_index`` buffers
-        are kept (so mmengine does not list them as missing).
-        """
-        official, consumed = find_icar_state_dict(state_dict, prefix)
-        rel = OrderedDict((k[len(prefix):], k) for k in state_dict
-                          if k.startswith(prefix))
-        rebuilt = []
-        if official is not None:
-            converted, unknown = convert_icar_state_dict(
-                official, 'iCAR checkpoint', rebuilt)
-            for key in consumed:
-                state_dict.pop(key)
-            layout = 'official iCAR'
-        elif any(r.startswith('text_classifier.') for r in rel):
-            # tools/convert_icar.py output
-            converted = OrderedDict(
-                (r, state_dict.pop(k)) for r, k in rel.items()
-                if r.startswith(('text_classifier.', 'backbone.')))
-            unknown = []
-            layout = 'converted iCAR'
-        else:
-            return
-        own_keys = set(self.state_dict().keys())
-        own = getattr(self.decode_head, 'text_classifier', None)
-        text = OrderedDict()
-        for key, value in converted.items():
-            if key.startswith('text_classifier.'):
-                text[key[len('text_classifier.'):]] = value
-            elif key.startswith('backbone.') and key not in own_keys and \
-                    _recognised(key):
-                rebuilt.append(key)  # e.g. a pos_embed the backbone drops
-            else:
-                state_dict[prefix + key] = value
-        if own is None:
-            notes = ['the decode head has no text_classifier: text weights '
-                     'ignored']
-        else:
-            text, notes = own.fit_checkpoint_weights(text, rebuilt)
-            for key, value in text.items():
-                state_dict[prefix + 'decode_head.text_classifier.' +
-                           key] = value
-        for name, buffer in self.named_buffers():
-            if name.endswith('relative_position_index') and \
-                    name in own_keys and prefix + name not in state_dict:
-                state_dict[prefix + name] = buffer.detach().clone()
-        norms = stage_norm_keys(
-            k for k in own_keys
-            if k.startswith('backbone.') and k not in converted)
-        if norms and any(k.startswith('backbone.') for k in converted):
-            # norm0..norm(N-2) are missing: N stages
-            last = max(int(k.split('norm')[-1].split('.')[0]) for k in norms)
-            notes.append(stage_norm_note(last + 2))
-        if unknown:
-            notes.append(f'unrecognised keys {unknown[:5]}')
-        print_log(
-            f'{type(self).__name__}: reading a checkpoint in the {layout} '
-            f'layout{"; " + "; ".join(notes) if notes else ""}',
-            logger='current')
-        log_rebuilt_unused(f'{type(self).__name__} ({layout} checkpoint)',
-                           rebuilt)
-
-
-def _recognised(key: str) -> bool:
-    return any(pattern.search(key) for _, pattern, _ in REBUILT_UNUSED)
