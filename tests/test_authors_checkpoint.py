@@ -215,10 +215,11 @@ def test_text_classifier_init_cfg(authors):
 
 
 def test_load_from_through_the_runner(authors, tiny_ade_root, tmp_path):
-    """``load_from`` / ``tools/test.py CONFIG FILE``: Runner.load_checkpoint,
-    i.e. mmengine's CheckpointLoader, then the segmentor's mapping."""
+    """``load_from`` / ``tools/test.py CONFIG FILE``: load_checkpoint of the
+    runner the tools build (``ICARRunner``: the safe loader), then the
+    segmentor's mapping."""
     from mmengine.config import Config
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = Config.fromfile(osp.join(
         REPO, 'configs/seg/icar_swint_upernet_ade20k_zeroshot.py'))
     object.__setattr__(cfg, '_format_python_code', False)
@@ -227,7 +228,8 @@ def test_load_from_through_the_runner(authors, tiny_ade_root, tmp_path):
     cfg.model.backbone.init_cfg = None
     cfg.model.decode_head.text_classifier.init_cfg = None
     cfg.load_from = authors['path']
-    runner = Runner.from_cfg(cfg)
+    assert cfg.runner_type == 'ICARRunner'  # as tools/train.py builds it
+    runner = RUNNERS.build(cfg)
     with captured_mm_log() as messages:
         runner.load_checkpoint(cfg.load_from)
     _skip_line(messages)

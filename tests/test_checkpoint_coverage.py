@@ -10,7 +10,6 @@ training, and refused by ``tools/test.py`` naming the untrained heads.
 The 3D backbone's inflation lists rebuilt buffers and ``pos_embed`` in one
 "rebuilt / unused" line.
 """
-import json
 import os
 import os.path as osp
 import re
@@ -271,13 +270,14 @@ def test_test_tool_refuses_the_pretraining_file_on_a_detector(det,
 def test_load_from_in_training_maps_backbone_and_text(det, tmp_path):
     """tools/train.py's load_from with the authors' file: the Swin and the
     text tower are loaded, one line says what starts at initialisation."""
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = det['cfg'].copy()
     cfg.work_dir = str(tmp_path / 'train')
     cfg.model.backbone.init_cfg = None
     cfg.load_from = det['icar']
     enable_checkpoint_check(cfg, 'train')  # as tools/train.py does
-    runner = Runner.from_cfg(cfg)
+    assert cfg.runner_type == 'ICARRunner'  # as tools/train.py builds it
+    runner = RUNNERS.build(cfg)
     with captured_mm_log() as messages:
         runner.load_or_resume()  # what Runner.train() calls
     model = runner.model
