@@ -121,3 +121,21 @@ def test_models_map_icar_files_through_the_mixin():
         assert cls.icar_checkpoint_filter is mapper
         assert checkpoint.maps_icar_itself(cls.__new__(cls))
     assert not checkpoint.maps_icar_itself(torch.nn.Linear(1, 1))
+
+
+def test_load_checkpoint_reads_through_the_safe_loader(tmp_path):
+    """mmengine's ``load_checkpoint`` signature, the authors' Namespace
+    accepted, a pickle that would run code refused naming the file."""
+    import argparse
+    source, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    path = str(tmp_path / 'trained.pth')
+    torch.save(dict(state_dict={'module.' + k: v for k, v in
+                                source.state_dict().items()},
+                    args=argparse.Namespace(lr=1e-3)), path)
+    loaded = checkpoint.load_checkpoint(target, path, strict=True)
+    assert 'args' in loaded
+    torch.testing.assert_close(target.weight, source.weight)
+    evil = str(tmp_path / 'evil.pth')
+    torch.save(dict(state_dict=source.state_dict(), bad=tmp_path), evil)
+    with pytest.raises(checkpoint.CheckpointError, match='refusing to load'):
+        checkpoint.load_checkpoint(target, evil)

@@ -1,7 +1,8 @@
 """The one place that knows iCAR checkpoints: detect, map, filter, load.
 
 * :mod:`.io` -- safe loading (``weights_only`` with the authors'
-  ``argparse.Namespace`` allowed), atomic writes;
+  ``argparse.Namespace`` allowed; :func:`load_checkpoint` is mmengine's
+  ``load_checkpoint`` reading that way), atomic writes;
 * :mod:`.layout` -- which layout a state dict has (authors' iCAR, original
   Swin, OpenMMLab / ours) and where the weights sit in a file;
 * :mod:`.swin`, :mod:`.swin3d` -- Swin names (authors' -> original ->
@@ -28,7 +29,8 @@ from .filters import (ICARCheckpointMixin, fit_icar_checkpoint,
 from .icar import (backbone_state_dict, convert_icar_state_dict,
                    original_swin_2d, split_icar_state_dict)
 from .io import (AUTHORS_SAFE_GLOBALS, atomic_write, keep_model_entry,
-                 load_checkpoint_file, save_checkpoint_file)
+                 load_checkpoint, load_checkpoint_file, read_checkpoint,
+                 save_checkpoint_file)
 from .layout import (ICAR_PREFIXES, ICAR_TEXT, ICAR_VISUAL_BACKBONE,
                      ICAR_VISUAL_PROJECTOR, detect_layout,
                      find_icar_state_dict, is_authors_training_file,
@@ -51,7 +53,8 @@ from .text import (LEGACY_TEXT_KEYS, TextClassifierLoad,
 __all__ = [
     # io
     'AUTHORS_SAFE_GLOBALS', 'atomic_write', 'keep_model_entry',
-    'load_checkpoint_file', 'save_checkpoint_file',
+    'load_checkpoint', 'load_checkpoint_file', 'read_checkpoint',
+    'save_checkpoint_file',
     # errors
     'CheckpointError', 'strip_ansi',
     # layout

@@ -222,3 +222,39 @@ def load_checkpoint_file(path, map_location='cpu'):
             f'cannot read checkpoint {path!r} (truncated or not a torch '
             f'file?): {type(err).__name__}: {strip_ansi(err)}') from err
     return keep_model_entry(checkpoint, path)
+
+
+def read_checkpoint(filename, map_location='cpu'):
+    """A checkpoint's content: local files through
+    :func:`load_checkpoint_file`, other schemes (``http(s)://``, ...)
+    through mmengine's ``CheckpointLoader``."""
+    if '://' not in str(filename):
+        return load_checkpoint_file(osp.expanduser(str(filename)),
+                                    map_location)
+    from mmengine.runner import CheckpointLoader
+    return CheckpointLoader.load_checkpoint(filename, map_location)
+
+
+def load_checkpoint(model,
+                    filename,
+                    map_location='cpu',
+                    strict=False,
+                    logger=None,
+                    revise_keys=((r'^module\.', ''), )):
+    """``mmengine.runner.load_checkpoint`` reading through
+    :func:`read_checkpoint`.
+
+    mmengine's own reads local files with ``torch.load``, whose
+    ``weights_only`` default refuses the authors' ``argparse.Namespace``
+    (and, before torch 2.6, would unpickle anything).  The file is then
+    loaded into ``model`` by mmengine's ``_load_checkpoint_to_model``, so a
+    model's own ``_load_from_state_dict`` (the iCAR mapping of the segmentor
+    and the recognizer) runs as usual.
+
+    Returns:
+        dict: The checkpoint.
+    """
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+    checkpoint = read_checkpoint(filename, map_location)
+    return _load_checkpoint_to_model(model, checkpoint, strict, logger,
+                                     list(revise_keys))
