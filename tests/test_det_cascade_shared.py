@@ -47,7 +47,10 @@ def test_stages_share_one_encoder(det_data, tmp_path):  # noqa: F811
     first, second, third = _classifiers(shared)
     assert first.text_owner is None
     assert second.text_owner is first and third.text_owner is first
-    assert second.text_encoder is first.text_encoder is third.text_encoder
+    # one encoder, registered by stage 0 only; the stages borrow its bank
+    assert second.bank.text_encoder is first.text_encoder
+    assert third.bank.text_encoder is first.text_encoder
+    assert second.text_encoder is None and third.text_encoder is None
     # per-stage parts stay per stage
     assert second.visual_proj is not first.visual_proj
     assert second.bg_embed is not first.bg_embed
@@ -112,7 +115,7 @@ def test_unshared_checkpoint_loads_into_shared_model(det_data, tmp_path):  # noq
             _classifiers(separate)[stage].visual_proj.weight)
 
 
-def test_share_text_encoder_refuses_mismatches(det_data):  # noqa: F811
+def test_share_refuses_mismatches(det_data):  # noqa: F811
     from icar_dense.models.text import TextClassifier
     from test_det_ov import tiny_text_classifier
 
@@ -123,13 +126,13 @@ def test_share_text_encoder_refuses_mismatches(det_data):  # noqa: F811
 
     owner = build()
     with pytest.raises(ValueError, match='freeze_text_encoder'):
-        build(freeze_text_encoder=False).share_text_encoder(owner)
+        build(freeze_text_encoder=False).share(owner)
     borrower = build()
-    borrower.share_text_encoder(owner)
+    borrower.share(owner)
     with pytest.raises(ValueError, match='own'):
-        build().share_text_encoder(borrower)
+        build().share(borrower)
     with pytest.raises(TypeError, match='another TextClassifier'):
-        owner.share_text_encoder(owner)
+        owner.share(owner)
 
 
 def test_shared_cascade_trains_and_tests(det_data, tmp_path):  # noqa: F811
@@ -142,7 +145,7 @@ def test_shared_cascade_trains_and_tests(det_data, tmp_path):  # noqa: F811
     assert 'coco/bbox_mAP' in metrics
     model = runner.model
     first, second, _ = _classifiers(model)
-    assert second.text_encoder is first.text_encoder
+    assert second.bank.text_encoder is first.text_encoder
     ckpt = torch.load(osp.join(str(tmp_path), 'epoch_1.pth'),
                       map_location='cpu', weights_only=False)
     assert not [k for k in ckpt['state_dict']

@@ -163,6 +163,9 @@ def test_conv_seg_replaced_and_text_tower_shared(tok):
     towers = [m for m in model.modules() if type(m).__name__ == 'RobertaModel']
     assert len(towers) == 1
     assert model.auxiliary_head.classifier is model.decode_head.text_classifier
+    # what the auxiliary head borrows: the decode head's text bank
+    assert model.auxiliary_head.text_bank is \
+        model.decode_head.text_classifier.bank
     assert len({id(p) for p in model.parameters()}) == len(
         list(model.parameters()))
 

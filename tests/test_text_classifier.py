@@ -335,6 +335,50 @@ def test_set_vocabulary_swaps_classes(tok_dir):
     assert clf.prompts.texts == ['a photo of cat.']
 
 
+def test_share_borrows_the_text_bank(tok_dir):
+    owner = _classifier(tok_dir)
+    borrower = _classifier(tok_dir, seed=1, in_channels=4, tau=0.1)
+    borrower.share(owner)
+    assert borrower.bank is owner.bank and borrower.text_owner is owner
+    assert owner.text_owner is None
+    # the encoder is registered (state dict, parameters, .to()) once
+    assert borrower.text_encoder is None
+    assert not [k for k in borrower.state_dict() if 'text_encoder' in k]
+    # one bank: the owner's new vocabulary is the borrower's too
+    owner.set_vocabulary(['cat', 'dog'], descriptions=False)
+    assert borrower.class_names == ['cat', 'dog']
+    # a borrower's own vocabulary: its own bank over the same encoder ...
+    borrower.set_vocabulary(['zebra'], descriptions=False)
+    assert borrower.bank is not owner.bank
+    assert borrower.bank.text_encoder is owner.text_encoder
+    assert owner.class_names == ['cat', 'dog']
+    # ... until it takes the owner's prompts again
+    borrower.set_vocabulary(['cat', 'dog'], descriptions=False)
+    assert borrower.bank is owner.bank
+    # projection and temperature stay per classifier
+    owner.eval(), borrower.eval()
+    x = torch.randn(3, 4)
+    expected = F.normalize(borrower.visual_proj(x), dim=-1) @ \
+        owner.class_embeddings().t() / 0.1
+    torch.testing.assert_close(borrower(x), expected)
+    with pytest.raises(TypeError, match='another TextClassifier'):
+        owner.share(owner)
+
+
+def test_sharing_uses_no_module_internals():
+    """Sharing is bank borrowing: no ``object.__setattr__`` to hide a
+    module, no edits of ``_modules`` in the text package or the heads."""
+    import glob
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    for folder in ('text', 'heads'):
+        for path in glob.glob(
+                osp.join(root, 'icar_dense', 'models', folder, '*.py')):
+            with open(path, encoding='utf-8') as f:
+                source = f.read()
+            for trick in ('object.__setattr__', '_modules['):
+                assert trick not in source, (path, trick)
+
+
 def test_embeddings_file_roundtrip(tok_dir, tmp_path):
     clf = _classifier(tok_dir, background=True).eval()
     path = str(tmp_path / 'lvis_embeds.pth')

@@ -40,199 +40,33 @@ than the classifier itself:
 Both functions give the results of the dense computation up to float32
 rounding (ties between classes whose values differ by ~1e-6 may break
 differently); ``tests/test_benchmarks_smoke.py`` checks the equivalence.
+
+This module holds the segmentation screening and the choice of its dtype;
+the detection NMS is :mod:`.large_vocab_nms` and the resize / window
+matrices of the segmentation path :mod:`.resize_matrices` (both exported
+here too).
 """
 import math
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .large_vocab_nms import _per_class_nms  # noqa: F401 (benchmark tests)
+from .large_vocab_nms import topk_multiclass_nms
+from .resize_matrices import chain_matrices, resize_matrix, window_grid
 
 __all__ = [
     'topk_multiclass_nms', 'resize_matrix', 'screen_candidates',
-    'dense_argmax', 'screen_dtype_info', 'cpu_bf16_flags'
+    'dense_argmax', 'screen_dtype_info', 'cpu_bf16_flags', 'chain_matrices',
+    'window_grid'
 ]
 
 # ----------------------------------------------------------------------
-# detection
+# which dtype screens fast on this device
 # ----------------------------------------------------------------------
-_NMS_KEYS = {'type', 'iou_threshold', 'class_agnostic', 'split_thr'}
-
-
-def _topk_nms_applies(nms_cfg, max_num: int, box_dim: int,
-                      multi_bboxes: Tensor) -> bool:
-    if nms_cfg is None or max_num is None or max_num <= 0:
-        return False
-    cfg = dict(nms_cfg)
-    if cfg.get('type', 'nms') != 'nms' or set(cfg) - _NMS_KEYS:
-        # soft-NMS rescores boxes: the top-K argument does not hold
-        return False
-    return multi_bboxes.dim() == 2 and multi_bboxes.shape[1] == box_dim
-
-
-def _pairwise_suppression(boxes: Tensor, pi: Tensor, pj: Tensor,
-                          iou_threshold: float) -> Tensor:
-    """Whether box ``pj`` would suppress box ``pi`` (IoU with offset 0, as
-    mmcv's ``nms`` computes it)."""
-    from mmdet.structures.bbox import bbox_overlaps
-    return bbox_overlaps(
-        boxes[pi], boxes[pj], is_aligned=True) > iou_threshold
-
-
-def _per_class_nms(boxes: Tensor,
-                   scores: Tensor,
-                   labels: Tensor,
-                   iou_threshold: float,
-                   class_agnostic: bool,
-                   loop_min_group: int = 64) -> Tuple[Tensor, Tensor]:
-    """Greedy hard NMS per class on the original coordinates.
-
-    mmcv's ``batched_nms`` separates the classes by adding ``label x
-    (max coordinate + 1)`` to the boxes, which in float32 rounds the
-    coordinates once labels reach the thousands (ulp 1 px at ~1e7).  Here
-    classes with at least ``loop_min_group`` boxes get one mmcv ``nms``
-    call each; the (many) smaller groups are done together: the
-    suppression pairs within each group (higher score suppresses lower when
-    IoU > threshold, mmcv's formula) and the greedy rule "kept unless a kept
-    higher-scoring box suppresses it", iterated to its fixed point (exact:
-    after ``r`` rounds the ``r`` best of every group are final).  Returns
-    ``(dets, keep)`` sorted by decreasing score like ``batched_nms``.
-    """
-    from mmcv.ops import nms
-    if class_agnostic:
-        return nms(boxes, scores, iou_threshold)
-    num = scores.numel()
-    device = scores.device
-    # by class, then by decreasing score
-    order = torch.argsort(scores, descending=True, stable=True)
-    order = order[torch.argsort(labels[order], stable=True)]
-    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    keep_mask = torch.ones(num, dtype=torch.bool, device=device)
-    big = counts >= loop_min_group
-    for start, count in zip(starts[big].tolist(), counts[big].tolist()):
-        idx = order[start:start + count]
-        _, kept = nms(boxes[idx], scores[idx], iou_threshold)
-        drop = torch.ones(count, dtype=torch.bool, device=device)
-        drop[kept] = False
-        keep_mask[idx[drop]] = False
-    small = (counts > 1) & ~big
-    if bool(small.any()):
-        # position p (in `order`) of a small group: pairs (p, q), q < p
-        group = torch.repeat_interleave(
-            torch.arange(counts.numel(), device=device), counts)
-        rank = torch.arange(num, device=device) - starts[group]
-        rank = torch.where(small[group], rank, torch.zeros_like(rank))
-        pi = torch.repeat_interleave(torch.arange(num, device=device), rank)
-        first = torch.cumsum(rank, 0) - rank
-        pj = starts[group[pi]] + torch.arange(
-            pi.numel(), device=device) - first[pi]
-        hit = _pairwise_suppression(boxes[order], pi, pj, iou_threshold)
-        pi, pj = pi[hit], pj[hit]
-        if pi.numel():
-            kept = torch.ones(num, dtype=torch.bool, device=device)
-            while True:
-                votes = torch.zeros(num, device=device).index_add_(
-                    0, pi, kept[pj].float())
-                new = votes == 0
-                if torch.equal(new, kept):
-                    break
-                kept = new
-            keep_mask[order[~kept]] = False
-    keep = keep_mask.nonzero(as_tuple=False).view(-1)
-    kept_scores, perm = scores[keep].sort(descending=True, stable=True)
-    keep = keep[perm]
-    return torch.cat([boxes[keep], kept_scores[:, None]], -1), keep
-
-
-def topk_multiclass_nms(multi_bboxes: Tensor,
-                        multi_scores: Tensor,
-                        score_thr: float,
-                        nms_cfg: dict,
-                        max_num: int = -1,
-                        box_dim: int = 4,
-                        init_k: Optional[int] = None,
-                        stats: Optional[dict] = None) -> Tuple[Tensor, Tensor]:
-    """mmdet's ``multiclass_nms`` for class-agnostic boxes, from the top-K.
-
-    Same arguments and results as
-    :func:`mmdet.models.layers.multiclass_nms` (``score_factors`` and
-    ``return_inds`` aside); falls back to it for class-specific boxes, soft
-    NMS, ``max_num <= 0`` or unknown NMS options.
-
-    Args:
-        multi_bboxes (Tensor): ``(N, box_dim)`` class-agnostic boxes.
-        multi_scores (Tensor): ``(N, C + 1)`` scores, background last.
-        score_thr (float): Boxes scoring at most this are dropped.
-        nms_cfg (dict): ``dict(type='nms', iou_threshold=...)``.
-        max_num (int): Detections kept.
-        box_dim (int): 4 for boxes.
-        init_k (int, optional): First number of candidates; defaults to
-            ``max(2000, 4 * max_num)``.
-        stats (dict, optional): Filled with ``k`` (candidates used),
-            ``rounds`` and ``valid`` (scores above the threshold).
-
-    Returns:
-        tuple[Tensor, Tensor]: ``dets`` ``(n, box_dim + 1)`` (score last)
-        and ``labels`` ``(n, )``, sorted by decreasing score.
-    """
-    if not _topk_nms_applies(nms_cfg, max_num, box_dim, multi_bboxes):
-        from mmdet.models.layers import multiclass_nms
-        return multiclass_nms(multi_bboxes, multi_scores, score_thr, nms_cfg,
-                              max_num, box_dim=box_dim)
-    cfg = dict(nms_cfg)
-    iou_threshold = float(cfg['iou_threshold'])
-    class_agnostic = bool(cfg.get('class_agnostic', False))
-    scores = multi_scores[:, :-1]
-    num_classes = scores.shape[1]
-    flat = scores.reshape(-1)
-    valid = int((flat > score_thr).sum())
-    k = init_k if init_k is not None else max(2000, 4 * max_num)
-    rounds = 0
-    while True:
-        rounds += 1
-        if k >= valid:
-            inds = (flat > score_thr).nonzero(as_tuple=False).view(-1)
-            cand_scores = flat[inds]
-        else:
-            # every one of the k best is above the threshold (k < valid)
-            cand_scores, inds = flat.topk(k)
-        boxes = multi_bboxes[inds // num_classes]
-        labels = inds % num_classes
-        if inds.numel() == 0:
-            dets = multi_bboxes.new_zeros((0, box_dim + 1))
-            break
-        dets, keep = _per_class_nms(boxes, cand_scores, labels,
-                                    iou_threshold, class_agnostic)
-        labels = labels[keep]
-        if keep.numel() >= max_num or k >= valid:
-            break
-        k *= 4
-    if stats is not None:
-        stats.update(k=min(k, valid), rounds=rounds, valid=valid)
-    labels = labels if inds.numel() else inds.new_zeros((0, ))
-    return dets[:max_num], labels[:max_num]
-
-
-# ----------------------------------------------------------------------
-# segmentation
-# ----------------------------------------------------------------------
-# bfloat16 unit roundoff
-_BF16_U = 2.0**-8
-# screening adds this to the cosine before the bfloat16 output is rounded:
-# every real class then scores > 0, padding classes -1, and the int16 view
-# of a positive bfloat16 orders like its value
-_SHIFT = 1.0 + 2.0**-6
-# |screened - exact| in cosine units: inputs rounded to bfloat16 (2u + u^2,
-# unit vectors), float32 accumulation over <= 1024 dims (< 1e-4), output
-# rounding (u * (1 + shift)); rounded up
-_BF16_MARGIN = 2 * _BF16_U + _BF16_U**2 + _BF16_U * (1 + _SHIFT) + 1e-4
-# float32 screening vs the float32 re-evaluation: different summation order
-_FP32_MARGIN = 1e-4
-
-
 # which dtype screens fast on this device
 # x86 flags of native bfloat16 arithmetic (Linux /proc/cpuinfo names); on
 # ARM the 'bf16' feature
@@ -335,9 +169,11 @@ def screen_dtype_info(device: Union[str, torch.device] = 'cpu',
     return info
 
 
-def _resolve_screen_dtype(use_bf16: bool, device,
-                          dtype: Optional[Union[str, torch.dtype]]
-                          ) -> torch.dtype:
+def resolve_screen_dtype(
+        use_bf16: bool, device,
+        dtype: Optional[Union[str, torch.dtype]]) -> torch.dtype:
+    """``dtype`` when given (a name or a dtype); else float32 without
+    ``use_bf16`` and what :func:`screen_dtype_info` finds fast with it."""
     if dtype is not None:
         if isinstance(dtype, str):
             if dtype not in _SCREEN_DTYPES:
@@ -352,17 +188,21 @@ def _resolve_screen_dtype(use_bf16: bool, device,
     return screen_dtype_info(device)['dtype']
 
 
-def resize_matrix(n_in: int, n_out: int, align_corners: bool) -> Tensor:
-    """The ``(n_out, n_in)`` weights of a 1-D bilinear resize.
-
-    Obtained by resizing the identity with ``F.interpolate`` (the width
-    axis of size 1 stays the identity), so they are the weights mmseg's
-    ``resize`` applies along one axis.
-    """
-    eye = torch.eye(n_in).reshape(1, n_in, n_in, 1)
-    out = F.interpolate(
-        eye, size=(n_out, 1), mode='bilinear', align_corners=align_corners)
-    return out[0, :, :, 0].t().contiguous()
+# ----------------------------------------------------------------------
+# screening and the exact argmax
+# ----------------------------------------------------------------------
+# bfloat16 unit roundoff
+_BF16_U = 2.0**-8
+# screening adds this to the cosine before the bfloat16 output is rounded:
+# every real class then scores > 0, padding classes -1, and the int16 view
+# of a positive bfloat16 orders like its value
+_SHIFT = 1.0 + 2.0**-6
+# |screened - exact| in cosine units: inputs rounded to bfloat16 (2u + u^2,
+# unit vectors), float32 accumulation over <= 1024 dims (< 1e-4), output
+# rounding (u * (1 + shift)); rounded up
+_BF16_MARGIN = 2 * _BF16_U + _BF16_U**2 + _BF16_U * (1 + _SHIFT) + 1e-4
+# float32 screening vs the float32 re-evaluation: different summation order
+_FP32_MARGIN = 1e-4
 
 
 @torch.no_grad()
@@ -404,7 +244,7 @@ def screen_candidates(embeds: Tensor,
         idx = torch.arange(num_classes, device=device).expand(num, -1)
         return idx, embeds.new_full((num, ), -math.inf)
     idx_out, bound_out = [], []
-    if _resolve_screen_dtype(use_bf16, device, dtype) == torch.float32:
+    if resolve_screen_dtype(use_bf16, device, dtype) == torch.float32:
         weights = class_embeds.float().t()
         for i in range(0, num, block):
             vals, idx = (embeds[i:i + block].float() @ weights).topk(
@@ -494,7 +334,7 @@ def dense_argmax(embeds: Tensor,
     height, width, dim = embeds.shape
     class_embeds = class_embeds.float()
     flat = embeds.reshape(-1, dim).float()
-    dtype = _resolve_screen_dtype(use_bf16, embeds.device, screen_dtype)
+    dtype = resolve_screen_dtype(use_bf16, embeds.device, screen_dtype)
     cand, bound = screen_candidates(flat, class_embeds, k, use_bf16,
                                     dtype=dtype)
     cand = cand.view(height, width, -1)
@@ -551,60 +391,3 @@ def dense_argmax(embeds: Tensor,
             fallback_pixels=fallback,
             mean_tile_candidates=cand_total / max(num_tiles, 1))
     return pred
-
-
-def chain_matrices(low_sizes: Sequence[int], spans: Sequence[Tuple[int, int]],
-                   full: int, head_align: bool, crop: Tuple[int, int],
-                   flip: bool, out: Optional[int],
-                   out_align: bool) -> Tensor:
-    """One axis of mmseg's inference + ``postprocess_result`` as a matrix.
-
-    Args:
-        low_sizes (Sequence[int]): Low-resolution size of each window band.
-        spans (Sequence[tuple[int, int]]): ``(start, end)`` of each band in
-            the (padded) input; the band's logits are resized to
-            ``end - start`` (``predict_by_feat``) and summed there.
-        full (int): Size of the summed map.
-        head_align (bool): ``align_corners`` of the decode head.
-        crop (tuple[int, int]): Padding removed at ``(start, end)``.
-        flip (bool): Whether the axis is flipped.
-        out (int, optional): Final size (``ori_shape``); None keeps it.
-        out_align (bool): ``align_corners`` of the final resize.
-
-    Returns:
-        Tensor: ``(out, sum(low_sizes))`` weights.
-    """
-    total = sum(low_sizes)
-    acc = torch.zeros((full, total))
-    count = torch.zeros(full)
-    offset = 0
-    for size, (start, end) in zip(low_sizes, spans):
-        acc[start:end, offset:offset + size] += resize_matrix(
-            size, end - start, head_align)
-        count[start:end] += 1
-        offset += size
-    if bool((count == 0).any()):
-        raise ValueError('sliding windows do not cover the image')
-    acc = acc / count[:, None]
-    acc = acc[crop[0]:full - crop[1]]
-    if flip:
-        acc = acc.flip(0)
-    if out is not None:
-        acc = resize_matrix(acc.shape[0], out, out_align) @ acc
-    return acc
-
-
-def window_grid(size: Tuple[int, int], crop: Tuple[int, int],
-                stride: Tuple[int, int]) -> Tuple[List, List]:
-    """Row and column spans of mmseg's ``slide_inference`` windows."""
-    spans = []
-    for length, c, s in zip(size, crop, stride):
-        grids = max(length - c + s - 1, 0) // s + 1
-        axis = []
-        for i in range(grids):
-            a = i * s
-            b = min(a + c, length)
-            a = max(b - c, 0)
-            axis.append((a, b))
-        spans.append(axis)
-    return spans[0], spans[1]

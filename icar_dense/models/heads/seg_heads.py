@@ -15,13 +15,16 @@ equal the backbone width it was trained on (1024 for Swin-B); for UperNet's
 512 channels it keeps its fresh initialisation, as iCAR does.
 
 The auxiliary head does not need a second text tower: with
-``text_classifier='decode_head'`` it borrows the class embeddings (and tau)
-of the decode head's classifier and owns only its visual projection.  Two
-RoBERTa-base copies would cost 125M parameters, twice the encoding of the
-prompts and, when the text encoder is fine-tuned, two diverging text
-towers of which only one is used at test time.  The link is made by
-:class:`ICAREncoderDecoder` after both heads are built; the shared module is
-not registered twice, so it appears once in ``state_dict`` / ``parameters``.
+``text_classifier='decode_head'`` it borrows the text bank of the decode
+head's classifier (:class:`~icar_dense.models.text.TextBank`, the one way
+classifiers share a text side) and owns only its visual projection; its
+features are scored by the bank's owner (``TextClassifier.score``: the same
+class embeddings and tau).  Two RoBERTa-base copies would cost 125M
+parameters, twice the encoding of the prompts and, when the text encoder is
+fine-tuned, two diverging text towers of which only one is used at test
+time.  The link is made by :class:`ICAREncoderDecoder` after both heads are
+built; a bank is not a module, so the encoder appears once in
+``state_dict`` / ``parameters`` (under the decode head).
 
 Zero-shot segmentation needs no extra class: ``ICARFCNHead`` with
 ``num_convs=0`` on the last Swin stage (1024 channels, after the final
@@ -70,7 +73,8 @@ class TextSegHeadMixin:
             raise TypeError(f'{name}: unseen_classes must be a list of class '
                             f'names, got the string {unseen_classes!r}')
         self.unseen_classes = list(unseen_classes or [])
-        self._shared_classifier = None
+        # the decode head's bank, borrowed by share_text_classifier
+        self.text_bank = None
         self.visual_proj = None
         if text_classifier == SHARE_WITH_DECODE_HEAD:
             self.text_classifier = None
@@ -98,17 +102,17 @@ class TextSegHeadMixin:
                             f'{name} (vocabulary of its text_classifier)')
 
     # ------------------------------------------------------------------
-    # sharing the decode head's classifier
+    # sharing the decode head's text bank
     # ------------------------------------------------------------------
     @property
     def shares_text_classifier(self) -> bool:
         return self.text_classifier is None
 
     def share_text_classifier(self, classifier: nn.Module) -> None:
-        """Use ``classifier``'s class embeddings and tau (not its weights).
+        """Borrow ``classifier``'s text bank (class embeddings and tau).
 
-        The classifier is kept outside the module tree (it belongs to the
-        decode head); this head gets its own visual projection
+        The bank is a reference, not a module: the encoder stays the
+        decode head's.  This head gets its own visual projection
         ``channels -> classifier.embed_dim``.
         """
         name = type(self).__name__
@@ -119,8 +123,7 @@ class TextSegHeadMixin:
         self._check_num_classes(classifier)
         resolve_class_names(self.unseen_classes, classifier.class_names,
                             f'{name} (vocabulary of the decode head)')
-        # a plain attribute, not a submodule: no second copy in state_dict
-        object.__setattr__(self, '_shared_classifier', classifier)
+        self.text_bank = classifier.bank
         if self.visual_proj is None:
             self.visual_proj = nn.Linear(
                 self.channels, classifier.embed_dim, bias=False)
@@ -130,13 +133,13 @@ class TextSegHeadMixin:
         """The TextClassifier giving the class embeddings."""
         if self.text_classifier is not None:
             return self.text_classifier
-        if self._shared_classifier is None:
+        if self.text_bank is None:
             raise RuntimeError(
                 f"{type(self).__name__}(text_classifier='"
                 f"{SHARE_WITH_DECODE_HEAD}') was never linked to a decode "
                 'head: build it inside an ICAREncoderDecoder segmentor (or '
                 'call share_text_classifier).')
-        return self._shared_classifier
+        return self.text_bank.owner
 
     # ------------------------------------------------------------------
     # vocabulary
@@ -172,13 +175,11 @@ class TextSegHeadMixin:
         if self.dropout is not None:
             feat = self.dropout(feat)
         classifier = self.classifier
-        if self._shared_classifier is None:
+        if self.text_classifier is not None:
             logits = classifier.forward_dense(feat)
         else:
-            x = F.normalize(self.visual_proj(feat.movedim(1, -1)), dim=-1)
-            weights = classifier.all_class_embeddings().to(x.dtype)
-            logits = ((x @ weights.t()) *
-                      classifier.scale().to(x.dtype)).movedim(-1, 1)
+            x = self._embed_shared(feat.movedim(1, -1))
+            logits = classifier.score(x).movedim(-1, 1)
         if logits.shape[1] != self.num_classes:
             # a vocabulary changed behind the head's back
             raise RuntimeError(
@@ -199,8 +200,15 @@ class TextSegHeadMixin:
         if self.dropout is not None:
             feat = self.dropout(feat)
         x = feat.movedim(1, -1)
-        if self._shared_classifier is None:
-            return self.classifier.embed_visual(x)
+        classifier = self.classifier
+        if self.text_classifier is not None:
+            return classifier.embed_visual(x)
+        return self._embed_shared(x)
+
+    def _embed_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """This head's projection of ``(..., channels)`` features into the
+        borrowed bank's space, L2-normalised (``embed_visual``'s job when
+        the head has its own classifier)."""
         return F.normalize(self.visual_proj(x), dim=-1)
 
     def _unseen_ids(self):
