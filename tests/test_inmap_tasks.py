@@ -23,11 +23,8 @@ from mmengine.runner import Runner  # noqa: E402
 import icar_dense  # noqa: E402,F401
 from conftest import REPO, BackgroundTool, free_port  # noqa: E402
 from data_factory import pipeline_steps  # noqa: E402
-from icar_dense.inmap import load_proxies  # noqa: E402
-from icar_dense.inmap.evaluation import (
-    InMaPTestLoop,  # noqa: E402
-    enable_inmap,
-    sample_pixels)
+from icar_dense.inmap import (InMaPTestLoop, enable_inmap, load_proxies,
+                              sample_pixels)
 
 # the module fixtures of the task tests, reused (built once here)
 from test_action_pipeline import _load as _load_action  # noqa: E402
@@ -338,7 +335,7 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
     """Pixels of the decode feature maps, a fixed budget per image drawn
     with a seed per image file: batch 1 and batch 2 pool the same pixels
     (as 1 and N processes do)."""
-    from icar_dense.inmap import evaluation as inmap_evaluation
+    from icar_dense.inmap import learner as inmap_learner
     from helpers_seg import make_icar_checkpoint, make_tokenizer, shrink
     pooled, learned = [], []
 
@@ -348,8 +345,8 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
         learned.append(result.proxies['full'].t().float().cpu())
         return result
 
-    learn_vision_proxies = inmap_evaluation.learn_vision_proxies
-    monkeypatch.setattr(inmap_evaluation, 'learn_vision_proxies',
+    learn_vision_proxies = inmap_learner.learn_vision_proxies
+    monkeypatch.setattr(inmap_learner, 'learn_vision_proxies',
                         recording_learn)
     tok = make_tokenizer(str(tmp_path / 'tok'))
     icar = make_icar_checkpoint(tmp_path / 'icar.pth', tok)['path']
