@@ -51,11 +51,11 @@ def official(tok_dir, tmp_path_factory):
 
 
 def test_convert_matches_the_classifier_module(official):
-    from icar_dense.models.text import text_classifier
+    from icar_dense.models import text
     model = torch.load(official[0], weights_only=False)['model']
     ours, theirs = [], []
     converted = convert_icar_text_classifier(model, ours)
-    expected = text_classifier.convert_icar_text_classifier(model, theirs)
+    expected = text.convert_icar_text_classifier(model, theirs)
     assert list(converted) == list(expected) and ours == theirs
     assert ours and all(k.startswith('sentence_model.') for k in ours)
     assert 'visual_proj.weight' in converted
