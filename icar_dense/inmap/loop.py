@@ -13,31 +13,17 @@ Enable it from a config (``tools/test.py`` calls
 
     inmap = dict(iters=2000, pixels_per_image=256)   # any option below
 
-The loop:
-
-1. runs the test set with the text proxies (all hooks,
-   ``TestLoop.run_iter``) while the *feature collector* of the task
-   (:mod:`icar_dense.inmap.collectors`, chosen by ``task`` or the config's
-   ``default_scope``) pools, through
-   forward hooks on every text classifier of the model, the projected,
-   L2-normalised visual embeddings the classifier compares with the class
-   embeddings: clips (mmaction2), pixels (mmseg) or regions (mmdet);
-2. gathers the embeddings of all ranks on rank 0 (``collect_results``, in
-   dataset order, so 1 and N processes learn from identical features),
-   learns the proxies there (:class:`~icar_dense.inmap.learner.ProxyLearner`,
-   on the model's device) and broadcasts them;
-3. sets them on the classifiers (``set_class_proxies``), runs the test set
-   again without iteration hooks and reports those metrics under
-   ``<prefix>/`` (variant ``'full'``) or ``<prefix>_no_sinkhorn/``; the text
-   embeddings are restored afterwards.
-
-The loop knows no task: a new one registers a collector
-(:class:`~icar_dense.inmap.collectors.BaseFeatureCollector`).
-
-Proxies can be saved (``save_proxies=path``, or True for
-``<work_dir>/inmap_proxies.pth``) and reused inductively on new data
-(``load_proxies=path``: no learning; with ``text_pass=False`` the text
-pass is skipped too).
+The loop (1) runs the test set with the text proxies (all hooks) while
+the *feature collector* of the task (:mod:`~icar_dense.inmap.collectors`,
+by ``task`` or the config's ``default_scope``) pools the visual embeddings
+every text classifier compares with its class embeddings: clips, pixels or
+regions; (2) gathers them on rank 0 in dataset order (1 and N processes
+learn from identical features), learns the proxies there
+(:class:`~icar_dense.inmap.learner.ProxyLearner`) and broadcasts them;
+(3) sets them on the classifiers (``set_class_proxies``), runs the test set
+again without iteration hooks and reports ``<prefix>/<metric>`` (variant
+``'full'``) or ``<prefix>_no_sinkhorn/<metric>``; the text embeddings are
+restored afterwards. It knows no task: a new one registers a collector.
 
 Cost: the test set is run twice (plus the learning, seconds to a minute on
 a GPU); memory on rank 0 is the pooled embeddings (n x 256 floats, e.g.
@@ -52,7 +38,6 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from mmengine.evaluator import DumpResults, Evaluator
-from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS, DefaultScope
@@ -61,29 +46,19 @@ from mmengine.runner.amp import autocast
 from mmengine.structures import BaseDataElement
 
 from .checks import check_choice
-from .collectors import INMAP_COLLECTORS, collector_options
+from .collectors import (INMAP_COLLECTORS, CollectorHook, collector_options,
+                         find_text_classifiers)
 from .io import (ClassifierProxies, load_classifier_proxies,
                  save_classifier_proxies)
 from .learner import ProxyLearner, run_on_rank0
 
-__all__ = ['InMaPTestLoop', 'find_text_classifiers']
+__all__ = ['InMaPTestLoop']
 
 _DEFAULT_PROXY_FILE = 'inmap_proxies.pth'
-#: what InMaP calls on a text classifier (``TextClassifier`` has them all)
-_CLASSIFIER_API = ('set_class_proxies', 'all_class_embeddings', 'embed_visual')
 
 
 def _unwrap(model):
     return model.module if is_model_wrapper(model) else model
-
-
-def find_text_classifiers(model: torch.nn.Module) -> Dict[str, Any]:
-    """The modules InMaP can refine, by module name: those offering
-    ``set_class_proxies``, ``all_class_embeddings`` and ``embed_visual``
-    (every ``TextClassifier``; no import of the model package needed)."""
-    return OrderedDict(
-        (name, module) for name, module in _unwrap(model).named_modules()
-        if all(callable(getattr(module, a, None)) for a in _CLASSIFIER_API))
 
 
 def _drop_loss(outputs: list) -> list:
@@ -93,29 +68,6 @@ def _drop_loss(outputs: list) -> list:
             outputs[-1].keys() == ['loss']:
         return outputs[:-1]
     return outputs
-
-
-class _CollectorHook(Hook):
-    """Tells the loop's active collector where each test batch starts and
-    ends (``after_test_iter`` hands over the batch's predictions, whose
-    count is the number of samples)."""
-
-    priority = 'HIGHEST'
-
-    def __init__(self, loop: 'InMaPTestLoop') -> None:
-        self.loop = loop
-
-    def before_test_iter(self, runner, batch_idx, data_batch=None) -> None:
-        if self.loop.collector is not None:
-            self.loop.collector.start_batch(data_batch)
-
-    def after_test_iter(self,
-                        runner,
-                        batch_idx,
-                        data_batch=None,
-                        outputs=None) -> None:
-        if self.loop.collector is not None:
-            self.loop.collector.finish_batch(len(outputs))
 
 
 @LOOPS.register_module()
@@ -224,7 +176,7 @@ class InMaPTestLoop(TestLoop):
         #: the collector of the text pass in progress (None otherwise)
         self.collector = None
         super().__init__(runner, dataloader, evaluator, fp16)
-        runner.register_hook(_CollectorHook(self))
+        runner.register_hook(CollectorHook(self))
 
     @staticmethod
     def _task_from_scope(runner) -> str:
@@ -242,7 +194,7 @@ class InMaPTestLoop(TestLoop):
             f'{list(INMAP_COLLECTORS.module_dict)}')
 
     def _classifiers(self) -> Dict[str, torch.nn.Module]:
-        found = find_text_classifiers(self.runner.model)
+        found = find_text_classifiers(_unwrap(self.runner.model))
         if not found:
             raise TypeError(
                 f'InMaPTestLoop: the model '

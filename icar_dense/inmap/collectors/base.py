@@ -21,16 +21,20 @@ A new task registers a collector; the loop is not edited::
 
 Its ``options`` become options of the loop (``inmap=dict(...)`` in a
 config) and are checked when the loop is built (:meth:`check_options`).
+:class:`CollectorHook` tells the active collector where each test batch
+starts and ends.
 """
 import contextlib
+from collections import OrderedDict
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import torch
+from mmengine.hooks import Hook
 from mmengine.registry import Registry
 
 __all__ = [
-    'INMAP_COLLECTORS', 'BaseFeatureCollector', 'collector_options',
-    'sample_keys'
+    'INMAP_COLLECTORS', 'BaseFeatureCollector', 'CollectorHook',
+    'collector_options', 'find_text_classifiers', 'sample_keys'
 ]
 
 #: Feature collectors by task name (``InMaPTestLoop(task=...)``).
@@ -39,6 +43,18 @@ INMAP_COLLECTORS = Registry('inmap collector', scope='icar_dense')
 #: ``(classifier name, embeddings, sample index in the batch, label or
 #: None)`` of one classifier call
 Record = Tuple[str, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
+
+#: what InMaP calls on a text classifier (``TextClassifier`` has them all)
+_CLASSIFIER_API = ('set_class_proxies', 'all_class_embeddings', 'embed_visual')
+
+
+def find_text_classifiers(model: torch.nn.Module) -> Dict[str, Any]:
+    """The modules InMaP can refine, by module name: those offering
+    ``set_class_proxies``, ``all_class_embeddings`` and ``embed_visual``
+    (every ``TextClassifier``; no import of the model package needed)."""
+    return OrderedDict(
+        (name, module) for name, module in model.named_modules() if all(
+            callable(getattr(module, a, None)) for a in _CLASSIFIER_API))
 
 
 def collector_options() -> Dict[str, Any]:
@@ -220,3 +236,33 @@ class BaseFeatureCollector:
                                   None if labels is None else labels.cpu()))
 
         return hook
+
+
+class CollectorHook(Hook):
+    """Drives the collector of a test loop from the runner's iterations.
+
+    ``before_test_iter`` starts a batch, ``after_test_iter`` ends it with
+    the batch's predictions (their count is the number of samples, after
+    ``TestLoop.run_iter`` has split off any loss element); nothing happens
+    while ``owner.collector`` is None.
+
+    Args:
+        owner: An object with a ``collector`` attribute (the loop).
+    """
+
+    priority = 'HIGHEST'
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+
+    def before_test_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if self.owner.collector is not None:
+            self.owner.collector.start_batch(data_batch)
+
+    def after_test_iter(self,
+                        runner,
+                        batch_idx,
+                        data_batch=None,
+                        outputs=None) -> None:
+        if self.owner.collector is not None:
+            self.owner.collector.finish_batch(len(outputs))
