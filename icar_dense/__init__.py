@@ -1,11 +1,14 @@
 """icar_dense: iCAR / InMaP vision-language backbones for dense prediction.
 
-``import icar_dense`` applies the compatibility fixes and the mmengine
-changes, and registers what serves every scope (hooks, the InMaP test
-loop).  It imports none of mmdet, mmseg and mmaction2: a task's modules
-(``icar_dense.det``, ``.seg``, ``.action``) are imported the first time a
-registry of that task's scope is searched, e.g. when a config with
-``default_scope='mmdet'`` builds its model (see :mod:`icar_dense.registry`).
+``import icar_dense`` applies the fixes of the pinned releases
+(:mod:`icar_dense.compat`, the only attributes of other packages it
+replaces: ``compat.CHANGED_ATTRIBUTES``) and registers what serves every
+scope under new names: the runner, hooks, file backend and optimizer
+constructor of :mod:`icar_dense.engine` and the InMaP test loop.  It imports
+none of mmdet, mmseg and mmaction2: a task's modules (``icar_dense.det``,
+``.seg``, ``.action``) are imported by a config's ``custom_imports``, or
+through the ``locations`` of the host's registries when one is first
+searched (see :mod:`icar_dense.registry`).
 """
 from . import compat
 
@@ -13,14 +16,9 @@ compat.apply()
 
 from .version import __version__  # noqa: E402
 from . import engine, inmap  # noqa: E402,F401
-from .registry import install_lazy_registration  # noqa: E402
+from .registry import add_task_locations  # noqa: E402
 
-# atomic checkpoints, safe loaders, registry suggestions (mmengine)
-engine.safety.apply()
-# one summary line instead of a warning per frozen text-encoder tensor
-engine.optim_logging.apply()
-# a task's modules are imported when a registry of its scope is searched
-install_lazy_registration()
+add_task_locations()
 
 _SUBMODULES = ('action', 'apis', 'datasets', 'det', 'evaluation', 'models',
                'seg', 'utils')

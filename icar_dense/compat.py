@@ -22,10 +22,23 @@ Each fix targets one documented defect of a pinned release, is applied once by
 * ``mmengine``'s ``init_dist`` calls ``torch.cuda.set_device`` even for gloo on
   a machine without a GPU, and its runner hands ``device_ids`` to DDP for a CPU
   module; both make CPU multi-process training impossible.
+* ``mmengine``'s ``load_from_http`` (``http(s)://`` checkpoints, and through
+  it ``torchvision://`` / ``open-mmlab://``) loads downloads with
+  ``torch.utils.model_zoo.load_url``, i.e. ``torch.load(weights_only=False)``:
+  on torch >= 2.6, where every other load refuses code-executing pickles, a
+  downloaded file could still run code.  Downloads go to the same torch hub
+  cache and are loaded with ``weights_only=True`` (the allow-list above) by
+  :func:`icar_dense.checkpoint.load_checkpoint_file`.
 * ``lvis 0.5.3``'s evaluator uses ``np.float`` (removed in numpy 1.24).
+
+:data:`CHANGED_ATTRIBUTES` lists every attribute of an installed package these
+fixes replace; nothing else in ``icar_dense`` replaces one at import
+(``tests/test_import_side_effects.py`` checks it).
 """
 import importlib
 import importlib.util
+import os
+import os.path as osp
 import sys
 import types
 import warnings
@@ -34,6 +47,22 @@ import numpy as np
 import torch
 
 _applied = False
+
+#: ``(owner, attribute)`` of every attribute the fixes replace; an owner is a
+#: module, a class (``module.Class``) or a class's table
+#: (``module.Class._schemes``: its keys).  Read by the import side-effect
+#: test and the documentation.
+CHANGED_ATTRIBUTES = (
+    ('mmaction.utils.dependency', 'WITH_MULTIMODAL'),
+    ('mmengine.logging.history_buffer.HistoryBuffer', '__getstate__'),
+    ('mmengine.dist.utils', '_init_dist_pytorch'),
+    ('mmengine.model.wrappers.distributed.MMDistributedDataParallel',
+     '__init__'),
+    ('mmengine.runner.checkpoint', 'load_from_http'),
+    ('mmengine.runner.checkpoint.CheckpointLoader._schemes', 'http://'),
+    ('mmengine.runner.checkpoint.CheckpointLoader._schemes', 'https://'),
+    ('lvis.eval', 'np'),
+)
 
 
 # ----------------------------------------------------------------------------
@@ -229,6 +258,58 @@ def fix_cpu_distributed():
 
 
 # ----------------------------------------------------------------------------
+# mmengine 0.10.7 loads http(s) checkpoints with weights_only=False
+# ----------------------------------------------------------------------------
+def _hub_cache_file(url, model_dir):
+    from urllib.parse import urlparse
+    if model_dir is None:
+        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    return osp.join(model_dir, osp.basename(urlparse(url).path))
+
+
+def load_from_http(filename, map_location=None, model_dir=None,
+                   progress=False):
+    """Download to the torch hub cache (rank 0 first), load it safely.
+
+    The cache file is ``torch.hub.load_state_dict_from_url``'s; loading goes
+    through :func:`icar_dense.checkpoint.load_checkpoint_file`
+    (``weights_only=True``, a refusal naming the file).
+    """
+    from mmengine.dist import barrier, get_dist_info
+    from mmengine.logging import print_log
+
+    from icar_dense.checkpoint.io import load_checkpoint_file
+    rank, world_size = get_dist_info()
+    cached = _hub_cache_file(filename, model_dir)
+
+    def download():
+        if not osp.isfile(cached):
+            print_log(f'Downloading {filename} to {cached}', logger='current')
+            part = cached + f'.{os.getpid()}.part'
+            torch.hub.download_url_to_file(filename, part, progress=progress)
+            os.replace(part, cached)
+
+    if rank == 0:
+        download()
+    if world_size > 1:
+        barrier()
+        if rank > 0:
+            download()
+    return load_checkpoint_file(cached, map_location=map_location)
+
+
+def fix_http_checkpoint_loading():
+    import mmengine.runner.checkpoint as checkpoint_mod
+    if checkpoint_mod.load_from_http is load_from_http:
+        return
+    checkpoint_mod.CheckpointLoader.register_scheme(
+        ('http://', 'https://'), load_from_http, force=True)
+    # torchvision:// and open-mmlab:// call this module global
+    checkpoint_mod.load_from_http = load_from_http
+
+
+# ----------------------------------------------------------------------------
 # lvis 0.5.3 on numpy >= 1.24
 # ----------------------------------------------------------------------------
 class _NumpyWithFloat(types.ModuleType):
@@ -289,16 +370,21 @@ class _AfterImport:
         pass
 
 
-def fix_lvis():
-    if 'lvis.eval' in sys.modules:
-        _give_lvis_eval_float(sys.modules['lvis.eval'])
+def after_import(name, callback):
+    """Run ``callback(module)`` once module ``name`` is imported: now if it
+    is, else right after whoever imports it does (package installed)."""
+    if name in sys.modules:
+        callback(sys.modules[name])
         return
-    if importlib.util.find_spec('lvis') is None:
+    if importlib.util.find_spec(name.split('.')[0]) is None:
         return
-    if not any(isinstance(f, _AfterImport) and f.name == 'lvis.eval'
+    if not any(isinstance(f, _AfterImport) and f.name == name
                for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport('lvis.eval',
-                                             _give_lvis_eval_float))
+        sys.meta_path.insert(0, _AfterImport(name, callback))
+
+
+def fix_lvis():
+    after_import('lvis.eval', _give_lvis_eval_float)
 
 
 # ----------------------------------------------------------------------------
@@ -310,6 +396,7 @@ def apply():
     fix_mmaction()
     allow_mmengine_checkpoints()
     fix_cpu_distributed()
+    fix_http_checkpoint_loading()
     fix_lvis()
     _applied = True
 

@@ -1,15 +1,14 @@
 """Everything icar_dense registers for detection (mmdet scope).
 
-Imported the first time an mmdet registry is searched (see
-:mod:`icar_dense.registry`), or explicitly: ``import icar_dense.det``.
+Imported through a config's ``custom_imports`` (the default runtime of
+the task lists it) or explicitly: ``import icar_dense.det``.  The shared
+modules go into mmengine's root ``MODELS`` (see :mod:`icar_dense.registry`).
 """
-from icar_dense.registry import activate_task
 
-# shared modules: the iCAR Swin backbone, the text encoders and classifier
+# shared modules (mmengine's root MODELS): the iCAR Swin backbone, the
+# text encoders and classifier
 from icar_dense.models.backbones import icar_swin  # noqa: F401,E402
 from icar_dense.models import text  # noqa: F401,E402
-
-activate_task('mmdet')
 
 from icar_dense.datasets import det_ov, transforms, validation  # noqa
 from icar_dense.engine import det_vis  # noqa: F401,E402

@@ -1,17 +1,16 @@
 """Everything icar_dense registers for segmentation (mmseg scope).
 
-Imported the first time an mmseg registry is searched (see
-:mod:`icar_dense.registry`), or explicitly: ``import icar_dense.seg``.
+Imported through a config's ``custom_imports`` (the default runtime of
+the task lists it) or explicitly: ``import icar_dense.seg``.  The shared
+modules go into mmengine's root ``MODELS`` (see :mod:`icar_dense.registry`).
 The 2D iCAR backbone builds on mmdet's Swin, so mmdet's models are
 imported too.
 """
-from icar_dense.registry import activate_task
 
-# shared modules: the iCAR Swin backbone, the text encoders and classifier
+# shared modules (mmengine's root MODELS): the iCAR Swin backbone, the
+# text encoders and classifier
 from icar_dense.models.backbones import icar_swin  # noqa: F401,E402
 from icar_dense.models import text  # noqa: F401,E402
-
-activate_task('mmseg')
 
 from icar_dense.datasets import seg_ov_ade, transforms  # noqa: F401,E402
 from icar_dense.engine import seg_vis  # noqa: F401,E402

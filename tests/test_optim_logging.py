@@ -1,12 +1,14 @@
-"""The optimizer constructor logs one summary for frozen parameters
-instead of one warning per tensor; other records pass through."""
+"""The configs' optimizer constructor (SummarizedOptimWrapperConstructor)
+logs one summary for frozen parameters instead of one warning per tensor;
+other records pass through; mmengine's default constructor is unchanged."""
 import logging
 
 import torch.nn as nn
 from mmengine.logging import MMLogger, print_log
-from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.optim import (DefaultOptimWrapperConstructor,
+                            build_optim_wrapper)
 
-import icar_dense  # noqa: F401  (installs the digest)
+import icar_dense  # noqa: F401
 from icar_dense.engine.optim_logging import frozen_unit
 
 
@@ -43,14 +45,40 @@ class _Records(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def _build(constructor_type, records):
+    # a new logger is the current one: mmengine's constructor logs there
+    logger = MMLogger.get_instance(f'test_optim_logging_{constructor_type}',
+                                   log_level='INFO')
+    logger.addHandler(records)
+    try:
+        return build_optim_wrapper(_Model(), dict(
+            type='OptimWrapper', constructor=constructor_type,
+            optimizer=dict(type='SGD', lr=0.1),
+            paramwise_cfg=dict(bias_lr_mult=2.)))
+    finally:
+        logger.removeHandler(records)
+
+
+def test_default_constructor_left_as_it_is():
+    records = _Records()
+    _build('DefaultOptimWrapperConstructor', records)
+    text = '\n'.join(records.lines)
+    assert text.count('is skipped since its requires_grad=False') == 5
+    assert 'Frozen parameters' not in text
+
+
 def test_one_summary_instead_of_a_warning_per_tensor():
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
     logger = MMLogger.get_instance('test_optim_logging', log_level='INFO')
     records = _Records()
     logger.addHandler(records)
     model = _Model()
-    constructor = DefaultOptimWrapperConstructor(
-        dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1)),
-        dict(bias_lr_mult=2.))
+    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
+        type='SummarizedOptimWrapperConstructor',
+        optim_wrapper_cfg=dict(type='OptimWrapper',
+                               optimizer=dict(type='SGD', lr=0.1)),
+        paramwise_cfg=dict(bias_lr_mult=2.)))
+    assert isinstance(constructor, DefaultOptimWrapperConstructor)
     try:
         wrapper = constructor(model)
         # records outside a constructor call are not touched

@@ -35,6 +35,26 @@ def test_shared_module_visible_in_every_scope():
         assert registry.build(dict(type='_SharedProbe', width=3)).width == 3
 
 
+def test_shared_modules_registered_once_in_the_root_registry():
+    """One registration, in mmengine's MODELS: no host scope registers
+    one of the names itself, so every scope finds the same class."""
+    import icar_dense.action  # noqa: F401
+    import icar_dense.det  # noqa: F401
+    import icar_dense.seg  # noqa: F401
+    from mmaction.registry import MODELS as ACTION
+    from mmdet.registry import MODELS as DET
+    from mmengine.registry import MODELS as ROOT
+    from mmseg.registry import MODELS as SEG
+    shared = [name for name, cls in ROOT.module_dict.items()
+              if cls.__module__.startswith('icar_dense.')]
+    assert {'TextClassifier', 'ICARSwinTransformer',
+            'RobertaTextEncoder'} <= set(shared)
+    for registry in (DET, SEG, ACTION):
+        assert not set(shared) & set(registry.module_dict), registry.scope
+        for name in shared:
+            assert registry.get(name) is ROOT.get(name)
+
+
 def test_configs_name_host_modules_next_to_ours():
     """A config importing icar_dense builds stock mmdet/mmseg/mmaction
     models through each library's scope."""
@@ -85,3 +105,5 @@ def test_public_configs_import_icar_dense():
         cfg = Config.fromfile(
             osp.join(REPO, f'configs/_base_/default_runtime_{runtime}.py'))
         assert 'icar_dense' in cfg.custom_imports['imports']
+        # the safety behaviours: a registered runner named in the config
+        assert cfg.runner_type == 'ICARRunner'

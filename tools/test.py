@@ -120,6 +120,7 @@ def main():
     from icar_dense.engine import (adapt_to_machine, dry_run_exit,
                                    merge_cfg_options, setup_work_dir,
                                    task_scope)
+    from icar_dense.engine.build_errors import suggest_types
     from icar_dense.engine.checkpoint_check import enable_checkpoint_check
     from icar_dense.engine.preflight import build_components, check_config
     from icar_dense.engine.testing import (enable_result_dump,
@@ -160,10 +161,12 @@ def main():
     # (no work-dir lock: logs and results go to a timestamped folder)
     check_config(cfg, 'test')
 
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    build_components(runner, 'test')  # dataset, loop, evaluator
-    runner.test()
+    # an unknown type: "did you mean" with the closest registered names
+    with suggest_types():
+        runner = (Runner.from_cfg(cfg)
+                  if 'runner_type' not in cfg else RUNNERS.build(cfg))
+        build_components(runner, 'test')  # dataset, loop, evaluator
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -86,6 +86,7 @@ def main():
     from icar_dense.engine import (adapt_to_machine, dry_run_exit,
                                    enable_amp, merge_cfg_options,
                                    setup_work_dir, task_scope)
+    from icar_dense.engine.build_errors import suggest_types
     from icar_dense.engine.checkpoint_check import enable_checkpoint_check
     from icar_dense.engine.locks import hold_work_dir
     from icar_dense.engine.preflight import build_components, check_config
@@ -126,10 +127,12 @@ def main():
     # one training run per work dir (released when this process ends)
     lock = hold_work_dir(cfg.work_dir)
     try:
-        runner = (Runner.from_cfg(cfg)
-                  if 'runner_type' not in cfg else RUNNERS.build(cfg))
-        build_components(runner, 'train')  # datasets, loops, optimizer
-        runner.train()
+        # an unknown type: "did you mean" with the closest registered names
+        with suggest_types():
+            runner = (Runner.from_cfg(cfg)
+                      if 'runner_type' not in cfg else RUNNERS.build(cfg))
+            build_components(runner, 'train')  # datasets, loops, optimizer
+            runner.train()
     finally:
         if lock is not None:
             lock.release()

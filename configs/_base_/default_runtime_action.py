@@ -1,6 +1,11 @@
 # Runtime shared by the action recognition configs (mmaction2 conventions).
 default_scope = 'mmaction'
+# icar_dense.action (this task's modules) is imported the first time an
+# mmaction registry is searched (icar_dense/registry.py)
 custom_imports = dict(imports=['icar_dense'], allow_failed_imports=False)
+# mmengine's Runner with icar_dense's checks (empty datasets, resume from a
+# bad last_checkpoint, safe checkpoint loading, atomic checkpoint writes)
+runner_type = 'ICARRunner'
 
 default_hooks = dict(
     runtime_info=dict(type='RuntimeInfoHook'),

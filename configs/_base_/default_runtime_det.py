@@ -1,6 +1,11 @@
 # Runtime shared by the detection configs (mmdet conventions).
 default_scope = 'mmdet'
+# icar_dense.det (this task's modules) is imported the first time an
+# mmdet registry is searched (icar_dense/registry.py)
 custom_imports = dict(imports=['icar_dense'], allow_failed_imports=False)
+# mmengine's Runner with icar_dense's checks (empty datasets, resume from a
+# bad last_checkpoint, safe checkpoint loading, atomic checkpoint writes)
+runner_type = 'ICARRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

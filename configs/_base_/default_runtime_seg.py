@@ -1,6 +1,11 @@
 # Runtime shared by the segmentation configs (mmseg conventions).
 default_scope = 'mmseg'
+# icar_dense.seg (this task's modules) is imported the first time an
+# mmseg registry is searched (icar_dense/registry.py)
 custom_imports = dict(imports=['icar_dense'], allow_failed_imports=False)
+# mmengine's Runner with icar_dense's checks (empty datasets, resume from a
+# bad last_checkpoint, safe checkpoint loading, atomic checkpoint writes)
+runner_type = 'ICARRunner'
 
 env_cfg = dict(
     cudnn_benchmark=True,

@@ -4,7 +4,11 @@ from .hooks import SaveMetricsHook, write_json_atomic
 from .runtime import (adapt_to_machine, dry_run_exit, enable_amp,
                       local_rank_to_env, merge_cfg_options, setup_work_dir,
                       task_scope)
-from . import optim_logging, safety  # noqa: F401,E402
+# registered components named in configs (runner, file backend, optimizer
+# constructor); they replace nothing of mmengine
+from .fileio import AtomicLocalBackend  # noqa: E402
+from .optim_logging import SummarizedOptimWrapperConstructor  # noqa: E402
+from .runner import ICARRunner  # noqa: E402
 
 # visualization of one task: imported with that task (icar_dense.det, ...)
 _EXPORTS = {
@@ -15,6 +19,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
+    'AtomicLocalBackend', 'ICARRunner', 'SummarizedOptimWrapperConstructor',
     'SaveMetricsHook', 'write_json_atomic', 'adapt_to_machine', 'dry_run_exit',
     'enable_amp', 'local_rank_to_env', 'merge_cfg_options', 'setup_work_dir',
     'task_scope', 'OVDetLocalVisualizer', 'SegShowDirHook',

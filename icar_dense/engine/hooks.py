@@ -4,8 +4,9 @@
   if the file cannot be written (full disk), the results are still logged
   and the run ends with an error saying so.
 * :class:`SafeCheckpointHook` -- mmengine's ``CheckpointHook`` with a
-  crash-safe order: new checkpoint, then the ``last_checkpoint`` pointer
-  (atomically), then the rotation of old checkpoints.
+  crash-safe order: new checkpoint (atomically, ``atomic_local`` backend),
+  then the ``last_checkpoint`` pointer (atomically), then the rotation of
+  old checkpoints.
 * :class:`SignalCheckpointHook` -- SIGTERM / SIGINT during training: the
   current iteration ends, a checkpoint is saved, the run exits (128 + signal
   number) and ``tools/train.py --resume`` continues from it.
@@ -23,7 +24,8 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from .safety import atomic_write
+from icar_dense.checkpoint.io import atomic_write
+from .fileio import atomic_backend_args
 
 
 def write_json_atomic(obj, path):
@@ -127,11 +129,18 @@ class SafeCheckpointHook(CheckpointHook):
     *before* writing the new one and writes the ``last_checkpoint`` pointer
     in place: a kill in between leaves a pointer to a deleted or
     half-written file.  Here the new checkpoint is written first (atomically
-    on local disks, see :func:`~icar_dense.engine.safety.atomic_write`),
-    then the pointer (atomically), and only then the oldest checkpoint is
-    removed.  Same arguments and bookkeeping (``keep_ckpt_ids`` and
-    ``last_ckpt`` in the message hub) as ``CheckpointHook``.
+    on local disks: without ``backend_args`` it uses the ``atomic_local``
+    backend of :mod:`icar_dense.engine.fileio`), then the pointer
+    (atomically), and only then the oldest checkpoint is removed.  Same
+    arguments and bookkeeping (``keep_ckpt_ids`` and ``last_ckpt`` in the
+    message hub) as ``CheckpointHook``.
     """
+
+    def before_train(self, runner):
+        self.backend_args = atomic_backend_args(
+            self.out_dir or runner.work_dir, self.backend_args,
+            self.file_client_args)
+        super().before_train(runner)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         outdated = None

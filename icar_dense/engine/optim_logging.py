@@ -4,11 +4,13 @@
 mmengine's ``DefaultOptimWrapperConstructor`` logs one WARNING per parameter
 with ``requires_grad=False`` (constructors that override ``add_params``, such
 as mmaction2's Swin one, log nothing of the kind). Every config here freezes a
-text tower -- RoBERTa-base alone is ~200 tensors -- so each run used to open
-with a wall of identical warnings that hid the ones that matter. While a
-constructor runs, those records are collected instead and summarised in one
-INFO line per frozen module (``text_classifier.text_encoder: 199 tensors,
-124.6M parameters``). Every other record passes through untouched.
+text tower -- RoBERTa-base alone is ~200 tensors -- so each run would open
+with a wall of identical warnings that hid the ones that matter. While
+:class:`SummarizedOptimWrapperConstructor` (named in the schedules of
+``configs/_base_/schedules``) runs, those records are collected instead and
+summarised in one INFO line per frozen module
+(``text_classifier.text_encoder: 199 tensors, 124.6M parameters``). Every
+other record passes through untouched.
 """
 import logging
 import re
@@ -17,12 +19,12 @@ from typing import Dict, List
 
 from mmengine.logging import MMLogger, print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 _SKIPPED = re.compile(
     r'^(?P<name>\S+) is skipped since its requires_grad=False$')
 # module path components that end the summary key (the frozen unit)
 _UNIT_ENDS = ('text_encoder', 'backbone')
-_applied = False
 
 
 def frozen_unit(name: str) -> str:
@@ -69,15 +71,22 @@ class _FrozenParamDigest(logging.Filter):
                 f'{len(units)} module(s)\n' + '\n'.join(lines))
 
 
-def _digest_frozen_params() -> None:
-    original = DefaultOptimWrapperConstructor.__call__
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class SummarizedOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """``DefaultOptimWrapperConstructor`` with one line for frozen tensors.
+
+    Same arguments and parameter groups; only the per-parameter "skipped"
+    warnings are summarised (see module).  Named in the configs'
+    ``optim_wrapper=dict(constructor=...)``; ``DefaultOptimWrapperConstructor``
+    itself is left as it is.
+    """
 
     def __call__(self, model):
         logger = MMLogger.get_current_instance()
         digest = _FrozenParamDigest()
         logger.addFilter(digest)
         try:
-            return original(self, model)
+            return super().__call__(model)
         finally:
             logger.removeFilter(digest)
             if digest.names:
@@ -85,13 +94,5 @@ def _digest_frozen_params() -> None:
                     digest.summary(model), logger='current',
                     level=logging.INFO)
 
-    __call__.__wrapped__ = original
-    DefaultOptimWrapperConstructor.__call__ = __call__
 
-
-def apply() -> None:
-    """Install the digest once; later calls do nothing."""
-    global _applied
-    if not _applied:
-        _digest_frozen_params()
-        _applied = True
+__all__ = ['SummarizedOptimWrapperConstructor', 'frozen_unit']

@@ -235,7 +235,7 @@ class _Checker:
         cls = _resolve(registry, type_, self.scope)
         if cls is None:
             if not unknown_type_ok:
-                from .safety import suggest_registered_names
+                from .build_errors import suggest_registered_names
                 with registry.switch_scope_and_registry(self.scope) as reg:
                     names = suggest_registered_names(reg, str(type_))
                 hint = (' (did you mean ' +
@@ -357,7 +357,7 @@ class _Checker:
         from mmengine.registry import (OPTIM_WRAPPERS, OPTIMIZERS,
                                        PARAM_SCHEDULERS)
         wrapper = self.cfg.get('optim_wrapper')
-        if isinstance(wrapper, dict) and 'constructor' not in wrapper and \
+        if isinstance(wrapper, dict) and _default_constructor(wrapper) and \
                 isinstance(wrapper.get('optimizer'), dict):
             self.component('optim_wrapper', wrapper, OPTIM_WRAPPERS,
                            default_type='OptimWrapper',
@@ -408,6 +408,21 @@ class _Checker:
                     sub = f'{path}.{key}' if i is None else \
                         f'{path}.{key}.{i}'
                     self.model(sub, item, top=False)
+
+
+def _default_constructor(wrapper) -> bool:
+    """Whether ``wrapper`` is built by mmengine's default constructor (or
+    a subclass such as ``SummarizedOptimWrapperConstructor``): then its
+    ``type`` and ``optimizer`` are built as written."""
+    from mmengine.optim import DefaultOptimWrapperConstructor
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+    name = wrapper.get('constructor')
+    if name is None:
+        return True
+    cls = OPTIM_WRAPPER_CONSTRUCTORS.get(name) if isinstance(name, str) \
+        else name
+    return isinstance(cls, type) and issubclass(
+        cls, DefaultOptimWrapperConstructor)
 
 
 def check_config(cfg: Config, mode: str = 'train') -> None:

@@ -22,6 +22,8 @@
 # Swin norms without decay.)
 optim_wrapper = dict(
     type='OptimWrapper',
+    # mmengine's default constructor, one log line for the frozen tensors
+    constructor='SummarizedOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(

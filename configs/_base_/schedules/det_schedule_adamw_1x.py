@@ -22,6 +22,8 @@ param_scheduler = [
 
 optim_wrapper = dict(
     type='OptimWrapper',
+    # mmengine's default constructor, one log line for the frozen tensors
+    constructor='SummarizedOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(

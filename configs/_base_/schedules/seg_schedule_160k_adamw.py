@@ -3,6 +3,8 @@
 # decay to 0 at 160k iterations; batch 16 (8 GPUs x 2 images).
 optim_wrapper = dict(
     type='OptimWrapper',
+    # mmengine's default constructor, one log line for the frozen tensors
+    constructor='SummarizedOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(
