@@ -30,6 +30,7 @@ import resource
 import statistics
 import sys
 import time
+import types
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +46,16 @@ def _load_core():
         from icar_dense.inmap import core
         return core
     except ImportError:
-        path = osp.join(
-            osp.dirname(osp.dirname(osp.abspath(__file__))), 'icar_dense',
-            'inmap', 'core.py')
-        spec = importlib.util.spec_from_file_location('_inmap_core', path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        # torch only (no mmengine): the pure-torch inmap modules as a package
+        # of their own, without running icar_dense/inmap/__init__.py
+        package = types.ModuleType('_inmap')
+        package.__path__ = [
+            osp.join(
+                osp.dirname(osp.dirname(osp.abspath(__file__))), 'icar_dense',
+                'inmap')
+        ]
+        sys.modules['_inmap'] = package
+        return importlib.import_module('_inmap.core')
 
 
 def make_problem(n, num_classes, dim, device, seed=0):
