@@ -1,5 +1,16 @@
 # Copyright (c) icar_dense contributors. All rights reserved.
-"""Text towers, vocabularies, prompt templates and the text classifier."""
+"""Text towers, vocabularies, prompt templates and the text classifier.
+
+* :mod:`.classifier` -- ``TextClassifier``: visual projection, tau,
+  background, InMaP proxies, forward; owns a text bank or borrows one
+  (``share``), and :mod:`.loading` reads iCAR checkpoints into it;
+* :mod:`.bank` -- ``TextBank``: vocabulary + prompts + encoder (or
+  :mod:`.embeddings_file`) -> ``(C, D)`` class embeddings, with the caches
+  (:mod:`.cache`) and sharded encoding (:mod:`.distributed`);
+* :mod:`.roberta`, :mod:`.clip` -- the text towers (:mod:`.encoder_base`);
+* :mod:`.vocabulary` (:mod:`.class_lists`, :mod:`.vocabulary_files`),
+  :mod:`.templates`, :mod:`.prompt_check` -- class lists and prompts.
+"""
 from .bank import TextBank
 from .classifier import TextClassifier
 from .encoders import (BaseTextEncoder, CLIPTextTransformer,
