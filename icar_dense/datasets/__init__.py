@@ -5,7 +5,7 @@ from icar_dense._lazy import lazy_exports
 _EXPORTS = {
     'ADE20KSeenDataset': 'seg_ov_ade',
     'AnnotationError': 'validation',
-    'ValidatedCocoDataset': 'validation',
+    'ValidatedCocoDataset': 'det_validation',
     'ValidatedVideoDataset': 'video_validation',
     'OVCocoDataset': 'det_ov',
     'OVLVISV1Dataset': 'det_ov',

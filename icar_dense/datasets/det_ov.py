@@ -28,7 +28,7 @@ from mmdet.datasets.api_wrappers import COCO
 from mmdet.registry import DATASETS
 from mmengine.fileio import get_local_path
 
-from .validation import DetAnnotationChecks
+from .det_validation import DetAnnotationChecks
 
 LVIS_FREQUENCIES = ('f', 'c', 'r')
 
