@@ -163,17 +163,14 @@ class TextClassifier(TextClassifierLoading, BaseModule):
     def share(self, owner: 'TextClassifier') -> None:
         """Use ``owner``'s text bank (and so its encoder) instead of an own.
 
-        For heads that classify against the same vocabulary with their own
-        visual projections (the stages of a cascade): one text tower
-        instead of one per head.  The encoder stays a submodule of
-        ``owner`` only, so it is in the state dict, the optimizer and
-        ``.to()`` once; this classifier's ``text_encoder`` becomes None and
-        its ``text_encoder.*`` keys disappear from checkpoints (older
-        checkpoints that have them load with "unexpected keys").  With the
-        same prompts both classifiers use one bank, so the prompts are
-        encoded (and cached) once; a classifier with another vocabulary
-        keeps it, over ``owner``'s encoder.  Projection, temperature,
-        background and proxies stay per classifier.
+        One text tower for heads with their own projections (the stages of
+        a cascade).  The encoder stays a submodule of ``owner`` only (state
+        dict, optimizer, ``.to()``): this classifier's ``text_encoder``
+        becomes None and older checkpoints with its ``text_encoder.*`` keys
+        load with "unexpected keys".  With the same prompts the two share
+        one bank (encoded and cached once); another vocabulary is kept, over
+        ``owner``'s encoder.  Projection, tau, background and proxies stay
+        per classifier.
 
         Args:
             owner (TextClassifier): A classifier with a text encoder of its
@@ -244,14 +241,9 @@ class TextClassifier(TextClassifierLoading, BaseModule):
         self._bank = root if root.same_prompts(bank) else bank
 
     def save_embeddings(self, path: str) -> None:
-        """Save the eval-mode class embeddings for ``embeddings=path``.
-
-        The file holds ``class_names``, ``embeddings`` (C, D), ``templates``
-        and ``meta`` (encoder signature, weights sha256, descriptions).
-
-        Args:
-            path (str): Output file (written atomically).
-        """
+        """Save the eval-mode class embeddings for ``embeddings=path``
+        (written atomically): ``class_names``, ``embeddings`` (C, D),
+        ``templates`` and ``meta`` (encoder, weights sha256, descriptions)."""
         self._bank.save_embeddings(path, self._device)
 
     # ------------------------------------------------------------------
@@ -399,9 +391,8 @@ class TextClassifier(TextClassifierLoading, BaseModule):
 
     def extra_repr(self) -> str:
         encoder = self._bank.text_encoder
-        encoder = (
-            type(encoder).__name__ if encoder is not None else
-            f'embeddings={self.embeddings_file}')
+        encoder = (type(encoder).__name__ if encoder is not None else
+                   f'embeddings={self.embeddings_file}')
         if self.text_owner is not None:
             encoder += ' (shared)'
         proxies = (''
