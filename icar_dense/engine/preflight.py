@@ -361,7 +361,7 @@ class _Checker:
                 isinstance(wrapper.get('optimizer'), dict):
             self.component('optim_wrapper', wrapper, OPTIM_WRAPPERS,
                            default_type='OptimWrapper',
-                           extra=('paramwise_cfg', ))
+                           extra=('paramwise_cfg', 'constructor'))
             self.component('optim_wrapper.optimizer', wrapper['optimizer'],
                            OPTIMIZERS, injected=('params', ))
         schedulers = self.cfg.get('param_scheduler')
