@@ -108,8 +108,23 @@ def lvis_split_names(ann_file: str,
     return base, novel
 
 
+class NovelAnnotationsDrop:
+    """Mixin: with ``drop_novel_annotations`` a training image keeps only the
+    boxes of base classes (``self.base_labels``), as in the OV protocols."""
+
+    def parse_data_info(self, raw_data_info: dict) -> dict:
+        data_info = super().parse_data_info(raw_data_info)
+        if self.drop_novel_annotations:
+            data_info['instances'] = [
+                inst for inst in data_info['instances']
+                if inst['bbox_label'] in self.base_labels
+            ]
+        return data_info
+
+
 @DATASETS.register_module()
-class OVLVISV1Dataset(DetAnnotationChecks, LVISV1Dataset):
+class OVLVISV1Dataset(DetAnnotationChecks, NovelAnnotationsDrop,
+                      LVISV1Dataset):
     """LVIS v1 whose novel (by default: rare) annotations are dropped.
 
     The label space is every category of the annotation file, in category
@@ -209,18 +224,9 @@ class OVLVISV1Dataset(DetAnnotationChecks, LVISV1Dataset):
         del self.lvis
         return data_list
 
-    def parse_data_info(self, raw_data_info: dict) -> dict:
-        data_info = super().parse_data_info(raw_data_info)
-        if self.drop_novel_annotations:
-            data_info['instances'] = [
-                inst for inst in data_info['instances']
-                if inst['bbox_label'] in self.base_labels
-            ]
-        return data_info
-
 
 @DATASETS.register_module()
-class OVCocoDataset(DetAnnotationChecks, CocoDataset):
+class OVCocoDataset(DetAnnotationChecks, NovelAnnotationsDrop, CocoDataset):
     """COCO with the open-vocabulary base/novel split, chosen by name.
 
     The classes are ``base_classes + novel_classes`` listed in category-id
@@ -317,15 +323,6 @@ class OVCocoDataset(DetAnnotationChecks, CocoDataset):
             novel_classes=tuple(n for n in classes
                                 if n in self.novel_classes))
         return coco
-
-    def parse_data_info(self, raw_data_info: dict) -> dict:
-        data_info = super().parse_data_info(raw_data_info)
-        if self.drop_novel_annotations:
-            data_info['instances'] = [
-                inst for inst in data_info['instances']
-                if inst['bbox_label'] in self.base_labels
-            ]
-        return data_info
 
     def filter_data(self) -> List[dict]:
         data_list = super().filter_data()

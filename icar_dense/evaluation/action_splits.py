@@ -207,20 +207,15 @@ class MultiSplitTestLoop(TestLoop):
         print_log(
             'MultiSplitTestLoop results\n' + '\n'.join(lines),
             logger='current')
-        if is_main_process():
-            path = osp.join(self.runner.work_dir, self.result_file)
-            write_json_atomic(
-                dict(
-                    checkpoint=self.runner.cfg.get('load_from'),
-                    splits=per_split,
-                    mean={k[:-len('_mean')]: metrics[k]
-                          for k in means},
-                    std={
-                        k[:-len('_mean')]: metrics[k[:-len('_mean')] + '_std']
-                        for k in means
-                    },
-                    std_ddof=0), path)
-            print_log(f'MultiSplitTestLoop: wrote {path}', logger='current')
+        self._write_results(
+            splits=per_split,
+            mean={k[:-len('_mean')]: metrics[k]
+                  for k in means},
+            std={
+                k[:-len('_mean')]: metrics[k[:-len('_mean')] + '_std']
+                for k in means
+            },
+            std_ddof=0)
 
     def _report_single(self, per_split: Dict[str, dict]) -> None:
         name, metrics = next(iter(per_split.items()))
@@ -229,13 +224,15 @@ class MultiSplitTestLoop(TestLoop):
             '\n'.join(f'{key}: {_fmt(value)}'
                       for key, value in metrics.items()),
             logger='current')
+        self._write_results(splits=per_split, metrics=dict(metrics))
+
+    def _write_results(self, **results) -> None:
+        """The result file (rank 0): the checkpoint tested and ``results``."""
         if is_main_process():
             path = osp.join(self.runner.work_dir, self.result_file)
             write_json_atomic(
-                dict(
-                    checkpoint=self.runner.cfg.get('load_from'),
-                    splits=per_split,
-                    metrics=dict(metrics)), path)
+                dict(checkpoint=self.runner.cfg.get('load_from'), **results),
+                path)
             print_log(f'MultiSplitTestLoop: wrote {path}', logger='current')
 
 
