@@ -13,7 +13,6 @@ from data_factory import colour_labels, load_photo  # noqa: E402
 from helpers_text import tiny_roberta_encoder_cfg  # noqa: E402
 from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.runner import load_checkpoint  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 from conftest import REPO  # noqa: E402
@@ -21,6 +20,9 @@ from helpers_seg import (CLASSES, EMBED_DIM, TINY_SWIN,  # noqa
                          WIDTHS, make_icar_checkpoint, make_tokenizer)
 
 import icar_dense  # noqa: E402,F401
+# mmengine's load_checkpoint reading local files through the safe loader
+# (the authors' files hold an argparse.Namespace next to the weights)
+from icar_dense.checkpoint import load_checkpoint  # noqa: E402
 from icar_dense.models.heads import ICARFCNHead, ICAREncoderDecoder  # noqa
 from icar_dense.models.text import TextClassifier  # noqa: E402
 
