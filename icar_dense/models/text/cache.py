@@ -17,8 +17,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from mmengine.logging import print_log
 
-from icar_dense.utils.checkpoint import (load_checkpoint_file,
-                                         save_checkpoint_file)
+from icar_dense.checkpoint import (load_checkpoint_file,
+                                   save_checkpoint_file)
 
 __all__ = [
     'state_dict_fingerprint', 'file_fingerprint',

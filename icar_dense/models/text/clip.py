@@ -15,7 +15,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from icar_dense.registry import register_shared_model
-from icar_dense.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
+from icar_dense.checkpoint import load_checkpoint_file, unwrap_state_dict
 from .cache import file_fingerprint
 from .encoder_base import BaseTextEncoder
 
@@ -92,7 +92,7 @@ def read_clip_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     OpenAI's released ``*.pt`` files are TorchScript archives, read with
     ``torch.jit.load`` (TorchScript, unlike pickle, runs no arbitrary Python);
     ``.safetensors`` files with safetensors; anything else with
-    :func:`~icar_dense.utils.checkpoint.load_checkpoint_file`
+    :func:`~icar_dense.checkpoint.load_checkpoint_file`
     (``weights_only=True``).
     """
     if not osp.isfile(path):

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from icar_dense.utils.checkpoint import (load_checkpoint_file,
-                                         save_checkpoint_file)
+from icar_dense.checkpoint import (load_checkpoint_file,
+                                   save_checkpoint_file)
 from .vocabulary import Vocabulary, load_vocabulary
 
 __all__ = ['EmbeddingsFile', 'write_embeddings_file']

@@ -17,11 +17,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from mmengine.logging import print_log
 
-from icar_dense.utils.checkpoint import (ICAR_TEXT, LEGACY_TEXT_KEYS,
-                                         load_checkpoint_file,
-                                         log_rebuilt_unused,
-                                         split_icar_state_dict,
-                                         unwrap_state_dict)
+from icar_dense.checkpoint import (ICAR_TEXT, LEGACY_TEXT_KEYS,
+                                   load_checkpoint_file, log_rebuilt_unused,
+                                   split_icar_state_dict, unwrap_state_dict)
 
 __all__ = ['convert_icar_text_classifier', 'TextClassifierLoading']
 
