@@ -139,3 +139,17 @@ def test_load_checkpoint_reads_through_the_safe_loader(tmp_path):
     torch.save(dict(state_dict=source.state_dict(), bad=tmp_path), evil)
     with pytest.raises(checkpoint.CheckpointError, match='refusing to load'):
         checkpoint.load_checkpoint(target, evil)
+
+
+def test_write_json_atomic_numbers_and_arrays(tmp_path):
+    import json
+
+    import numpy as np
+    path = tmp_path / 'results.json'
+    path.write_text('old')
+    checkpoint.write_json_atomic(
+        dict(ap=np.float32(0.5), per_class=np.arange(3),
+             loss=torch.tensor(1.25), counts=torch.ones(2)), str(path))
+    assert json.loads(path.read_text()) == dict(
+        ap=0.5, per_class=[0, 1, 2], loss=1.25, counts=[1.0, 1.0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['results.json']

@@ -168,7 +168,7 @@ def main():
     import torch
 
     import icar_dense  # noqa: F401
-    from icar_dense.engine.hooks import write_json_atomic
+    from icar_dense.checkpoint import write_json_atomic
     from mmengine.config import Config
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from icar_dense.engine.checkpoint_check import load_checked
-from icar_dense.engine.hooks import write_json_atomic
+from icar_dense.checkpoint import write_json_atomic
 
 
 def top_labels(scores, class_names, k=5):

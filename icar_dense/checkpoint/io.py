@@ -12,6 +12,7 @@
 import argparse
 import contextlib
 import glob
+import json
 import os
 import os.path as osp
 import pickle
@@ -63,6 +64,18 @@ def atomic_write(data, path: str) -> None:
 
 
 _TMP_NAME = re.compile(r'^\.(?P<base>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$')
+
+
+def write_json_atomic(obj, path: str) -> None:
+    """Write JSON so that ``path`` is the old or the complete new file
+    (numpy / torch scalars and arrays as numbers and lists)."""
+    atomic_write(json.dumps(obj, indent=2, default=_to_builtin), path)
+
+
+def _to_builtin(value):
+    if hasattr(value, 'tolist'):  # numpy / torch: scalars and arrays
+        return value.tolist()
+    return str(value)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -47,7 +47,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop
 
-from icar_dense.engine.hooks import write_json_atomic
+from icar_dense.checkpoint import write_json_atomic
 
 
 def summarize_splits(per_split: Dict[str, Dict[str, float]]) -> OrderedDict:
