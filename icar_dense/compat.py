@@ -260,28 +260,20 @@ def fix_cpu_distributed():
 # ----------------------------------------------------------------------------
 # mmengine 0.10.7 loads http(s) checkpoints with weights_only=False
 # ----------------------------------------------------------------------------
-def _hub_cache_file(url, model_dir):
-    from urllib.parse import urlparse
-    if model_dir is None:
-        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
-    os.makedirs(model_dir, exist_ok=True)
-    return osp.join(model_dir, osp.basename(urlparse(url).path))
-
-
 def load_from_http(filename, map_location=None, model_dir=None,
                    progress=False):
-    """Download to the torch hub cache (rank 0 first), load it safely.
+    """Download to the torch hub cache (rank 0 first), load it with
+    :func:`icar_dense.checkpoint.load_checkpoint_file` (``weights_only``)."""
+    from urllib.parse import urlparse
 
-    The cache file is ``torch.hub.load_state_dict_from_url``'s; loading goes
-    through :func:`icar_dense.checkpoint.load_checkpoint_file`
-    (``weights_only=True``, a refusal naming the file).
-    """
     from mmengine.dist import barrier, get_dist_info
     from mmengine.logging import print_log
 
     from icar_dense.checkpoint.io import load_checkpoint_file
     rank, world_size = get_dist_info()
-    cached = _hub_cache_file(filename, model_dir)
+    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    cached = osp.join(model_dir, osp.basename(urlparse(filename).path))
 
     def download():
         if not osp.isfile(cached):

@@ -1,6 +1,8 @@
 from icar_dense._lazy import lazy_exports
 
-from .hooks import SaveMetricsHook, write_json_atomic
+from icar_dense.checkpoint.io import write_json_atomic  # (re-export)
+
+from .hooks import SaveMetricsHook
 from .runtime import (adapt_to_machine, dry_run_exit, enable_amp,
                       local_rank_to_env, merge_cfg_options, setup_work_dir,
                       task_scope)

@@ -24,19 +24,12 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from icar_dense.checkpoint.io import atomic_write
+from icar_dense.checkpoint.io import atomic_write, write_json_atomic
 from .fileio import atomic_backend_args
 
 
-def write_json_atomic(obj, path):
-    """Write JSON so that ``path`` is the old or the complete new file."""
-    atomic_write(json.dumps(obj, indent=2, default=_to_builtin), path)
-
-
 def _to_builtin(value):
-    if hasattr(value, 'item'):  # numpy / torch scalars
-        return value.item()
-    if hasattr(value, 'tolist'):
+    if hasattr(value, 'tolist'):  # numpy / torch: scalars and arrays
         return value.tolist()
     return str(value)
 

@@ -17,10 +17,6 @@ from typing import Optional
 
 from mmengine.logging import print_log
 
-# utils/checkpoint.py imports atomic_write from here (until it moves to
-# icar_dense.checkpoint, where the function lives now)
-from icar_dense.checkpoint.io import atomic_write  # noqa: F401
-
 _CKPT_NAME = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
 
 
