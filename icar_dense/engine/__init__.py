@@ -27,4 +27,5 @@ __all__ = [
     'task_scope', 'OVDetLocalVisualizer', 'SegShowDirHook',
     'VideoVisualizationHook'
 ]
-from .vocab_eval import VocabularyDataset, VocabularyMetric  # noqa: F401,E402
+from .vocab_eval import VocabularyDataset  # noqa: F401,E402
+from .vocab_metric import VocabularyMetric  # noqa: F401,E402

@@ -257,13 +257,13 @@ def use_vocabulary(cfg: Config, value: str) -> Config:
     :class:`~icar_dense.engine.vocab_eval.VocabularyDataset` (classes matched
     to the vocabulary by name, ground truth re-indexed into it) and each
     detection / segmentation metric in
-    :class:`~icar_dense.engine.vocab_eval.VocabularyMetric` (evaluated on the
+    :class:`~icar_dense.engine.vocab_metric.VocabularyMetric` (evaluated on the
     vocabulary classes that are classes of the dataset; the others are
     named in the log as "no ground truth" / "not in the vocabulary").
     Video metrics score the vocabulary as it is (a class without videos is
     a wrong answer); videos of classes outside it are left out.
     """
-    from . import vocab_eval  # noqa: F401  (registers the wrappers)
+    from . import vocab_eval, vocab_metric  # noqa: F401  (registers them)
     if not cfg.get('test_dataloader') or 'model' not in cfg or not cfg.get(
             'test_cfg', True):
         raise ValueError(
