@@ -25,7 +25,7 @@ import icar_dense  # noqa: F401
 from icar_dense.models.backbones import ICARSwinTransformer3D
 from icar_dense.models.backbones.icar_swin3d import (
     infer_table_window, interpolate_relative_position_bias)
-from icar_dense.utils.checkpoint import CheckpointError
+from icar_dense.checkpoint import CheckpointError
 from icar_layout import icar_checkpoint
 
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 1), num_heads=(1, 2, 2, 4))
@@ -96,7 +96,7 @@ def test_image_checkpoint_through_load_state_dict(image_model):
     _, path, _ = image_model
     reference = _video_model(pretrained=path)
     reference.init_weights()
-    from icar_dense.utils.checkpoint import (load_checkpoint_file,
+    from icar_dense.checkpoint import (load_checkpoint_file,
                                              split_icar_state_dict)
     swin2d = split_icar_state_dict(load_checkpoint_file(path)['model'])['swin']
     model = _video_model()

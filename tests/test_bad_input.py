@@ -21,7 +21,7 @@ from icar_dense.datasets.transforms import (DataLoadError, SafeLoad,
                                             skipped_samples)
 from icar_dense.engine.build_errors import suggest_types
 from icar_dense.models.text import TextClassifier, load_vocabulary
-from icar_dense.utils.checkpoint import CheckpointError
+from icar_dense.checkpoint import CheckpointError
 
 TINY = osp.join(REPO, 'tests', 'configs', 'tiny_seg_fcn.py')
 
@@ -499,7 +499,7 @@ def test_non_torch_file_as_checkpoint(tmp_path, content):
     """A text / JSON / HTML file saved as .pth: 'not a torch file', named,
     not the advice for pickles that could run code."""
     from icar_dense.inmap import load_proxies
-    from icar_dense.utils.checkpoint import (CheckpointError,
+    from icar_dense.checkpoint import (CheckpointError,
                                              load_checkpoint_file)
     path = tmp_path / 'model.pth'
     path.write_bytes(content)

@@ -29,7 +29,7 @@ from icar_dense.engine import locks
 from icar_dense.engine.hooks import ResultsNotSavedError
 from icar_dense.engine.preflight import (ConfigCheckError,
                                          accepted_arguments, problems_of)
-from icar_dense.utils.checkpoint import load_checkpoint_file
+from icar_dense.checkpoint import load_checkpoint_file
 
 pytestmark = pytest.mark.usefixtures('fast_cpu')
 

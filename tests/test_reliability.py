@@ -15,7 +15,7 @@ import icar_dense  # noqa: F401
 from helpers_faults import run_script  # also registers the fault hooks
 from conftest import REPO, check_ok, free_port, run_tool
 from icar_dense.engine import safety
-from icar_dense.utils.checkpoint import CheckpointError, load_checkpoint_file
+from icar_dense.checkpoint import CheckpointError, load_checkpoint_file
 
 TINY = osp.join(REPO, 'tests', 'configs', 'tiny_seg_fcn.py')
 FAULTS_ENV = dict(PYTHONPATH='tests')
@@ -375,7 +375,7 @@ def test_resave_trusted_checkpoint(tmp_path):
     loads afterwards; tensors and arrays kept, the rest listed."""
     import numpy as np
     from helpers_trusted import Meta, Point
-    from icar_dense.utils.checkpoint import (CheckpointError,
+    from icar_dense.checkpoint import (CheckpointError,
                                              load_checkpoint_file)
     src, dst = str(tmp_path / 'trusted.pth'), str(tmp_path / 'plain.pth')
     torch.save(dict(state_dict={'w': torch.ones(2)},

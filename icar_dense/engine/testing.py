@@ -142,7 +142,7 @@ def read_vocabulary_argument(value: str):
     """
     from icar_dense.models.text import load_vocabulary
     if value.endswith(EMBEDDING_SUFFIXES):
-        from icar_dense.utils.checkpoint import load_checkpoint_file
+        from icar_dense.checkpoint import load_checkpoint_file
         payload = load_checkpoint_file(value)
         if not isinstance(payload, dict) or 'class_names' not in payload:
             raise KeyError(f'--vocabulary {value!r}: an embeddings file must '

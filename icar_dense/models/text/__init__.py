@@ -13,10 +13,11 @@
 """
 from .bank import TextBank
 from .classifier import TextClassifier
-from .encoders import (BaseTextEncoder, CLIPTextTransformer,
-                       RobertaTextEncoder, clip_text_state_dict,
-                       load_roberta_tokenizer, read_clip_checkpoint)
+from .clip import (CLIPTextTransformer, clip_text_state_dict,
+                   read_clip_checkpoint)
+from .encoder_base import BaseTextEncoder
 from .loading import convert_icar_text_classifier
+from .roberta import RobertaTextEncoder, load_roberta_tokenizer
 from .templates import PromptSet, build_prompts, get_templates
 from .vocabulary import Vocabulary, load_vocabulary, readable_name
 

@@ -41,7 +41,8 @@ def encoder_tokenizer(
     included); ``cut(ids)`` what the encoder keeps of a sequence longer than
     ``limit``.
     """
-    from .encoders import CLIPTextTransformer, RobertaTextEncoder
+    from .clip import CLIPTextTransformer
+    from .roberta import RobertaTextEncoder
     if isinstance(encoder, RobertaTextEncoder):
         tok, lower = encoder.tokenizer, encoder.lower_case
 
