@@ -97,7 +97,7 @@ def test_image_checkpoint_through_load_state_dict(image_model):
     reference = _video_model(pretrained=path)
     reference.init_weights()
     from icar_dense.checkpoint import (load_checkpoint_file,
-                                             split_icar_state_dict)
+                                       split_icar_state_dict)
     swin2d = split_icar_state_dict(load_checkpoint_file(path)['model'])['swin']
     model = _video_model()
     model.load_state_dict(swin2d, strict=False)
@@ -211,6 +211,7 @@ def test_checkpoint_errors(image_model, tmp_path):
 def _head(tok_dir, vocabulary=('cat', 'dog', 'traffic light'), **kwargs):
     from helpers_text import tiny_roberta_encoder_cfg
     from mmaction.registry import MODELS
+    from mmengine.registry import DefaultScope
     cfg = dict(
         type='ICARVideoHead',
         num_classes=len(vocabulary),
@@ -224,7 +225,10 @@ def _head(tok_dir, vocabulary=('cat', 'dog', 'traffic light'), **kwargs):
             vocabulary=list(vocabulary),
             templates='single'))
     cfg.update(kwargs)
-    return MODELS.build(cfg)
+    # a registry builds in the current default scope (what a config's
+    # default_scope sets); another test may have left mmdet's
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        return MODELS.build(cfg)
 
 
 def test_head_pools_projects_and_caches_prompts(tok_dir):

@@ -19,7 +19,7 @@ import pytest
 import torch
 from mmdet.models.backbones import SwinTransformer
 from mmengine.config import Config
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS
 
 import icar_dense  # noqa: F401
 from data_factory import load_photo, pipeline_steps
@@ -322,7 +322,9 @@ def test_public_configs_as_users_get_them():
         assert len(split_cfg.test_cfg.splits) == 3
     # the full-size Video Swin-B of the config builds as-is
     from mmaction.registry import MODELS
-    backbone = MODELS.build(cfg.model.backbone)
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        backbone = MODELS.build(cfg.model.backbone)
     assert backbone.out_channels == [1024]
     assert sum(p.numel() for p in backbone.parameters()) > 80e6
 
@@ -332,7 +334,7 @@ def finetuned(action_data, tmp_path_factory):
     """Train the shrunk K400 fine-tuning config for 2 iterations."""
     work = str(tmp_path_factory.mktemp('finetune'))
     cfg = _load('icar_swinb_k400_finetune.py', action_data, work)
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     runner.train()
     return runner, work
 
@@ -381,7 +383,7 @@ def test_finetune_trains_validates_and_tests(finetuned, action_data, tmp_path):
 
     cfg = _load('icar_swinb_k400_finetune.py', action_data, str(tmp_path))
     cfg.load_from = ckpt
-    metrics = Runner.from_cfg(cfg).test()
+    metrics = RUNNERS.build(cfg).test()
     for key in ('acc/top1', 'acc/top5', 'acc/mean1'):
         assert 0 <= metrics[key] <= 1
     with open(osp.join(str(tmp_path), 'metrics_test.json')) as f:
@@ -391,18 +393,18 @@ def test_finetune_trains_validates_and_tests(finetuned, action_data, tmp_path):
 def test_swint_finetune_config_trains(action_data, tmp_path):
     cfg = _load('icar_swint_k400_finetune.py', action_data, str(tmp_path))
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     runner.train()
     assert runner.iter == 2
     cfg.load_from = osp.join(str(tmp_path), 'epoch_1.pth')
-    assert 'acc/top1' in Runner.from_cfg(cfg).test()
+    assert 'acc/top1' in RUNNERS.build(cfg).test()
 
 
 @pytest.mark.parametrize('arch', ['swinb', 'swint'])
 def test_k400_zeroshot_from_official_icar_file(arch, action_data, tmp_path):
     cfg = _load(f'icar_{arch}_k400_zeroshot.py', action_data, str(tmp_path))
     cfg.load_from = action_data['icar']  # tools/test.py CONFIG ICAR_FILE
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     with captured_mm_log() as messages:
         metrics = runner.test()
     assert 'acc/top1' in metrics
@@ -437,7 +439,7 @@ def test_zeroshot_split_configs(arch, kind, finetuned, action_data, tmp_path):
     cfg = _load(f'icar_{arch}_{kind}_zeroshot.py', action_data, str(tmp_path))
     _zeroshot_splits(cfg, action_data, kind)
     cfg.load_from = osp.join(work, 'epoch_1.pth')
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     metrics = runner.test()
     with open(osp.join(str(tmp_path), 'zeroshot_splits.json')) as f:
         saved = json.load(f)
@@ -480,7 +482,7 @@ def test_authors_protocol_configs(arch, kind, finetuned, action_data,
         want = UCF_NAMES if kind == 'ucf101' else HMDB_NAMES
     assert len(cfg.test_cfg.splits) == 1
     cfg.load_from = osp.join(work, 'epoch_1.pth')
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     metrics = runner.test()
     assert runner.model.cls_head.class_names == [
         n.split(':')[0] for n in want
@@ -508,7 +510,7 @@ def test_split_result_equals_a_single_split_run(finetuned, action_data,
                   str(tmp_path / 'multi'))
     _zeroshot_splits(multi, action_data, 'k600novel')
     multi.load_from = ckpt
-    metrics = Runner.from_cfg(multi).test()
+    metrics = RUNNERS.build(multi).test()
 
     single = _load('icar_swinb_k600novel_zeroshot.py', action_data,
                    str(tmp_path / 'single'))
@@ -517,7 +519,7 @@ def test_split_result_equals_a_single_split_run(finetuned, action_data,
     single.test_cfg = dict(type='TestLoop')
     use_vocabulary(single, action_data['k600_splits'][1])
     single.load_from = ckpt
-    alone = Runner.from_cfg(single).test()
+    alone = RUNNERS.build(single).test()
     for key in ('acc/top1', 'acc/top5', 'acc/mean1'):
         assert metrics[f'split2/{key}'] == pytest.approx(alone[key])
 

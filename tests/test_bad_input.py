@@ -500,7 +500,7 @@ def test_non_torch_file_as_checkpoint(tmp_path, content):
     not the advice for pickles that could run code."""
     from icar_dense.inmap import load_proxies
     from icar_dense.checkpoint import (CheckpointError,
-                                             load_checkpoint_file)
+                                       load_checkpoint_file)
     path = tmp_path / 'model.pth'
     path.write_bytes(content)
     for load in (load_checkpoint_file, load_proxies):

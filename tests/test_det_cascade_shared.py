@@ -136,10 +136,10 @@ def test_share_refuses_mismatches(det_data):  # noqa: F811
 
 
 def test_shared_cascade_trains_and_tests(det_data, tmp_path):  # noqa: F811
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = _cfg(det_data, tmp_path)
     cfg.load_from = None
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     runner.train()
     metrics = runner.test()
     assert 'coco/bbox_mAP' in metrics

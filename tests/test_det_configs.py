@@ -187,10 +187,10 @@ def test_full_size_swinb_builds(det_data):
 def train_tiny(config, data, work_dir):
     """Train ``config`` (shrunk) for one epoch = 2 iterations, validating
     at its end; returns the shrunk config and the validation metrics."""
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = shrink(Config.fromfile(osp.join(REPO, config)), data, work_dir)
     cfg.experiment_name = 'test_' + osp.basename(config)[:-3]
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     runner.train()
     assert runner.iter == 2
     assert glob.glob(osp.join(work_dir, '*_[12].pth'))

@@ -281,9 +281,9 @@ def test_det_example_schedule_and_split():
 
 
 def test_det_example_trains_and_tests(det_data, tmp_path):  # noqa: F811
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = det_example(det_data, str(tmp_path / 'kitchen'), tmp_path / 'work')
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     runner.train()
     assert runner.iter == 2
     loss = runner.message_hub.get_scalar('train/loss').current()
@@ -306,7 +306,7 @@ def test_det_example_trains_and_tests(det_data, tmp_path):  # noqa: F811
     test_cfg.work_dir = cfg.work_dir + '_test'
     test_cfg.experiment_name = unique('det_example_test')
     test_cfg.visualizer.name = unique('det_vis_test')
-    metrics = Runner.from_cfg(test_cfg).test()
+    metrics = RUNNERS.build(test_cfg).test()
     for key in ('coco/bbox_AP50_novel', 'coco/bbox_AP50_base',
                 'coco/bbox_AP50_all', 'coco/segm_AP50_novel'):
         assert key in metrics and 0 <= metrics[key] <= 1, (key, metrics)
@@ -322,9 +322,9 @@ def test_seg_example_schedule():
 
 
 def test_seg_example_trains_and_tests(seg_env, tmp_path):
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = seg_example(seg_env, str(tmp_path / 'work'))
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     runner.train()
     assert runner.iter == 2
     clf = runner.model.decode_head.text_classifier
@@ -341,15 +341,15 @@ def test_seg_example_trains_and_tests(seg_env, tmp_path):
     test_cfg.work_dir = cfg.work_dir + '_test'
     test_cfg.experiment_name = unique('seg_example_test')
     test_cfg.visualizer.name += '_test'
-    metrics = Runner.from_cfg(test_cfg).test()
+    metrics = RUNNERS.build(test_cfg).test()
     assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
 
 
 def test_action_example_tests_zero_shot(action_data, tmp_path):  # noqa: F811
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = action_example(action_data, tmp_path / 'work')
     cfg.load_from = action_data['icar']  # the official iCAR image model
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     metrics = runner.test()
     assert 0 <= metrics['acc/top1'] <= 1
     names = [line.split(':')[0] for line in ACTION_VOCABULARY]
@@ -366,12 +366,12 @@ def test_action_example_tests_zero_shot(action_data, tmp_path):  # noqa: F811
 
 def test_action_example_num_classes_must_match(action_data, tmp_path):  # noqa
     """A vocabulary of another size than num_classes is a clear error."""
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = action_example(action_data, tmp_path / 'work')
     cfg.model.cls_head.num_classes = 4
     cfg.load_from = action_data['icar']
     with pytest.raises(ValueError, match='num_classes=4'):
-        Runner.from_cfg(cfg).test()
+        RUNNERS.build(cfg).test()
 
 
 # ---------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def test_new_task_doc_vocabulary_formats_agree(tmp_path):
 def test_trainable_text_encoder_snippet(seg_env, tmp_path):
     """The doc's "train the text encoder" config: the RoBERTa tower gets
     gradients, its own learning rate (lr_mult) and moves."""
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     snippet = [b for b in doc_blocks(NEW_TASK_DOC, 'python')
                if 'freeze_text_encoder=False' in b]
     assert len(snippet) == 1, 'docs/new_task.md: one such python block'
@@ -418,7 +418,7 @@ def test_trainable_text_encoder_snippet(seg_env, tmp_path):
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0,
                                 by_epoch=False)]
     cfg.optim_wrapper.optimizer.lr = 1e-3
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     runner.train()
     model = runner.model
     encoder = model.decode_head.text_classifier.text_encoder

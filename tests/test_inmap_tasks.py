@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
 
 import icar_dense  # noqa: E402,F401
 from conftest import REPO, BackgroundTool, free_port  # noqa: E402
@@ -266,7 +266,7 @@ def test_video_clip_embeddings_one_and_two_processes(action_data, tmp_path):
             str(tmp_path / 'one'),
             save_proxies=proxies_file,
             **options)
-        runner = Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)
         clf = runner.model.cls_head.text_classifier
         used = []  # the proxies of every classifier call (None: text)
         clf.register_forward_hook(lambda m, args, out: used.append(
@@ -299,7 +299,7 @@ def test_video_clip_embeddings_one_and_two_processes(action_data, tmp_path):
             str(tmp_path / 'reuse'),
             load_proxies=proxies_file,
             text_pass=False)
-        runner = Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)
         reused = runner.test()
         assert 'acc/top1' not in reused
         for key in ('acc/top1', 'acc/top5', 'acc/mean1'):
@@ -363,7 +363,7 @@ def test_segmentation_pixels(tiny_ade_root, tmp_path, monkeypatch):
         cfg.test_dataloader.batch_size = batch
         cfg.inmap = dict(FAST, pixels_per_image=12, feature_dtype='float64')
         enable_inmap(cfg)
-        runner = Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)
         metrics = runner.test()
         loop = _check_run(runner, metrics, ['mIoU', 'aAcc'])
         assert list(loop.proxies) == [name]
@@ -406,7 +406,7 @@ def test_segmentation_pixels_large_vocabulary_path(tiny_ade_root, tmp_path):
         cfg.model.large_vocab = large_vocab
         cfg.inmap = dict(FAST, pixels_per_image=12, feature_dtype='float64')
         enable_inmap(cfg)
-        runner = Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)
         assert runner.model.uses_large_vocab_path() == (name == 'large')
         metrics = runner.test()
         loop = _check_run(runner, metrics, ['mIoU', 'aAcc'])
@@ -437,7 +437,7 @@ def test_detection_regions_cascade(tmp_path):
     cfg.load_from = None
     cfg.inmap = dict(FAST, max_per_image=5)
     enable_inmap(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     metrics = runner.test()
     loop = _check_run(
         runner, metrics, ['coco/bbox_mAP', 'coco/segm_mAP'], num_classifiers=3)
@@ -470,7 +470,7 @@ def test_detection_without_regions_is_a_clear_error(tmp_path):
     cfg.load_from = None
     cfg.inmap = dict(FAST, score_thr=1.0)
     enable_inmap(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     with pytest.raises(RuntimeError, match='no text classifier gave features'):
         runner.test()
     from mmengine.logging import MMLogger

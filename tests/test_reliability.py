@@ -376,7 +376,7 @@ def test_resave_trusted_checkpoint(tmp_path):
     import numpy as np
     from helpers_trusted import Meta, Point
     from icar_dense.checkpoint import (CheckpointError,
-                                             load_checkpoint_file)
+                                       load_checkpoint_file)
     src, dst = str(tmp_path / 'trusted.pth'), str(tmp_path / 'plain.pth')
     torch.save(dict(state_dict={'w': torch.ones(2)},
                     meta=dict(obj=Meta(), point=Point(1, 2),

@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from conftest import check_ok, run_tool  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
 from conftest import REPO  # noqa: E402
 from helpers_seg import (CLASSES, PUBLIC_CONFIGS,  # noqa: E402
                          TINY_UNSEEN, make_icar_checkpoint,
@@ -65,7 +65,7 @@ def _run(env, name):
     cfg = _shrunk(env, name, tag)
     out = dict(cfg=cfg)
     if cfg.get('train_cfg'):
-        runner = Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)
         runner.train()
         out['train_loss'] = runner.message_hub.get_scalar(
             'train/loss').current()
@@ -79,7 +79,7 @@ def _run(env, name):
     test_cfg.load_from = out['ckpt']
     test_cfg.work_dir = cfg.work_dir + '_test'
     test_cfg.visualizer.name += '_test'
-    out['test'] = Runner.from_cfg(test_cfg).test()
+    out['test'] = RUNNERS.build(test_cfg).test()
     env['runs'][name] = out
     return out
 
@@ -206,7 +206,7 @@ def test_multiscale_flip_tta(env):
     cfg.model.large_vocab = dict(min_classes=2)
     enable_tta(cfg)
     assert cfg.model.module.large_vocab is None
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     assert type(runner.model).__name__ == 'SegTTAModel'
     metrics = runner.test()
     assert 0 <= metrics['mIoU'] <= 100

@@ -253,7 +253,7 @@ def test_browse_dataset_action(action_data, tmp_path):  # noqa: F811
 # ---------------------------------------------------------------------------
 def test_tensorboard_backend_from_config(tiny_ade_root, tmp_path):
     from mmengine.config import Config
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     snippet = [b for b in doc_blocks(GETTING_STARTED, 'python')
                if 'TensorboardVisBackend' in b]
     assert len(snippet) == 1
@@ -270,7 +270,7 @@ def test_tensorboard_backend_from_config(tiny_ade_root, tmp_path):
     cfg.work_dir = str(tmp_path / 'work')
     cfg.visualizer.name = unique('tb_vis')
     cfg.experiment_name = unique('tb')
-    Runner.from_cfg(cfg).train()
+    RUNNERS.build(cfg).train()
     events = glob.glob(str(tmp_path / 'work' / '*' / 'vis_data' /
                            'events.out.tfevents.*'))
     assert len(events) == 1 and osp.getsize(events[0]) > 0
@@ -291,9 +291,9 @@ def test_test_tool_with_embeddings_file_on_seg(seg_env, tmp_path,
     """Trained seg example, tested with its classes plus a new one: from a
     vocabulary file (text encoder run) and from the embeddings file that
     build_vocab_embeddings.py wrote for it -- same numbers."""
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
     cfg = seg_example(seg_env, str(tmp_path / 'train'))
-    Runner.from_cfg(cfg).train()
+    RUNNERS.build(cfg).train()
     ckpt = osp.join(cfg.work_dir, 'iter_2.pth')
     config = dump(cfg, tmp_path / 'seg.py')
     with open(osp.join(seg_env['data'], 'vocabulary.txt')) as f:

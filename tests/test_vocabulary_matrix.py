@@ -24,7 +24,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import pytest  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
 
 from conftest import REPO, check_ok, run_tool, write_lines  # noqa: E402
 from test_det_ov import det_data  # noqa: E402,F401  (module fixture)
@@ -112,7 +112,7 @@ def _log_text(work_dir):
 def _run(cfg, value, work_dir):
     use_vocabulary(cfg, value)
     cfg.work_dir = work_dir
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
     metrics = runner.test()
     return runner, metrics, _log_text(work_dir)
 
@@ -175,7 +175,7 @@ def test_det_reordered_vocabulary_gives_the_same_metrics(det_data, tmp_path):
     name = 'configs/det/icar_swint_coco_ov.py'
     own = _det_cfg(name, det_data, str(tmp_path / 'own'))
     own.randomness = dict(seed=0)
-    reference = Runner.from_cfg(own).test()
+    reference = RUNNERS.build(own).test()
     classes = list(own.model.roi_head.bbox_head.text_classifier.vocabulary)
     cfg = _det_cfg(name, det_data, str(tmp_path / 'rev'))
     _, metrics, log = _run(cfg, ','.join(reversed(classes)),
@@ -250,7 +250,7 @@ def test_seg_reordered_vocabulary_gives_the_same_miou(seg_env, tmp_path):
     name = 'configs/seg/icar_swint_upernet_ade20k_zeroshot.py'
     own = _seg_cfg(name, seg_env, str(tmp_path / 'own'))
     own.load_from = seg_env['icar']['path']
-    reference = Runner.from_cfg(own).test()
+    reference = RUNNERS.build(own).test()
     classes = list(own.model.decode_head.text_classifier.vocabulary)
     cfg = _seg_cfg(name, seg_env, str(tmp_path / 'rev'))
     cfg.load_from = seg_env['icar']['path']
@@ -383,7 +383,7 @@ def test_example_vocabulary_checked_against_classes(name, tmp_path):
     assert vocab.names == list(cfg.classes)
     assert vocab.descriptions[0] == [f'desc of {cfg.classes[0]}']
     short = write_lines(str(tmp_path / 'short.txt'), cfg.classes[:-1])
-    with pytest.raises(ValueError, match=f'only in .*classes'):
+    with pytest.raises(ValueError, match='only in .*classes'):
         load_vocabulary(dict(spec, source=short))
     reordered = write_lines(str(tmp_path / 'reordered.txt'),
                             list(reversed(cfg.classes)))

@@ -54,9 +54,19 @@ _EXCLUDED_LOGIT = -1e4
 class TextSegHeadMixin:
     """Replaces ``conv_seg`` of an mmseg decode head by a text classifier.
 
-    Must be mixed into a ``BaseDecodeHead`` subclass and initialised with
-    :meth:`_init_text_classifier` after the base ``__init__``.
+    Must be mixed into a ``BaseDecodeHead`` subclass (before it in the
+    bases); takes ``text_classifier`` and ``unseen_classes`` and hands the
+    other arguments to the mmseg head.
     """
+
+    def __init__(self,
+                 text_classifier: Union[dict, str],
+                 unseen_classes: Sequence[str] = (),
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        # init_cfg: mmseg's default initialises conv_seg, which is gone
+        super().__init__(init_cfg=init_cfg, **kwargs)
+        self._init_text_classifier(text_classifier, unseen_classes)
 
     def _init_text_classifier(self, text_classifier: Union[dict, str],
                               unseen_classes: Sequence[str]) -> None:
@@ -257,15 +267,6 @@ class ICARUPerHead(TextSegHeadMixin, UPerHead):
         **kwargs: The arguments of mmseg's ``UPerHead``.
     """
 
-    def __init__(self,
-                 text_classifier: Union[dict, str],
-                 unseen_classes: Sequence[str] = (),
-                 init_cfg: Optional[dict] = None,
-                 **kwargs) -> None:
-        # init_cfg: mmseg's default initialises conv_seg, which is gone
-        super().__init__(init_cfg=init_cfg, **kwargs)
-        self._init_text_classifier(text_classifier, unseen_classes)
-
 
 @MODELS.register_module()
 class ICARFCNHead(TextSegHeadMixin, FCNHead):
@@ -279,11 +280,3 @@ class ICARFCNHead(TextSegHeadMixin, FCNHead):
         unseen_classes (Sequence[str]): See :class:`ICARUPerHead`.
         **kwargs: The arguments of mmseg's ``FCNHead``.
     """
-
-    def __init__(self,
-                 text_classifier: Union[dict, str],
-                 unseen_classes: Sequence[str] = (),
-                 init_cfg: Optional[dict] = None,
-                 **kwargs) -> None:
-        super().__init__(init_cfg=init_cfg, **kwargs)
-        self._init_text_classifier(text_classifier, unseen_classes)
