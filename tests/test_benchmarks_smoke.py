@@ -197,10 +197,12 @@ def _near_tie_ok(pred, logits, labels_ref, tol=1e-4):
     return bool((gap < tol).all())
 
 
-@pytest.mark.parametrize('num_classes,use_bf16,k', [(300, False, 8),
-                                                    (3000, True, 16),
-                                                    (300, False, 1)])
-def test_dense_argmax_equals_brute_force(num_classes, use_bf16, k):
+@pytest.mark.parametrize('num_classes,use_bf16,k,screen',
+                         [(300, False, 8, None), (3000, True, 16, 'bfloat16'),
+                          (3000, True, 16, 'float32'), (300, False, 1, None)])
+def test_dense_argmax_equals_brute_force(num_classes, use_bf16, k, screen):
+    """Exact against the dense computation; 3000 classes with float32
+    forced take the grouped float32 screening (>= 4 * 16 * k classes)."""
     # rough (non-smooth) random embeddings: many bound failures with k=1
     g = torch.Generator().manual_seed(5)
     emb = F.normalize(torch.randn(2 * 9, 2 * 11, 32, generator=g), dim=-1)
@@ -211,10 +213,11 @@ def test_dense_argmax_equals_brute_force(num_classes, use_bf16, k):
     cols = chain_matrices([11, 11], [(0, 44), (30, 74)], 74, False, (2, 0),
                           False, 61, True)
     stats = {}
-    # bfloat16 forced: its bound is tested whatever this CPU would choose
+    # the screening dtype forced: its bound is tested whatever this CPU
+    # would choose
     pred = dense_argmax(emb, classes, 20.0, rows, cols, k=k,
                         use_bf16=use_bf16, tile=16, stats=stats,
-                        screen_dtype='bfloat16' if use_bf16 else None)
+                        screen_dtype=screen)
     logits = 20.0 * torch.einsum('hwd,cd->chw', emb, classes)
     full = torch.einsum('yh,chw,xw->cyx', rows, logits, cols)
     ref = full.argmax(0)
@@ -224,17 +227,26 @@ def test_dense_argmax_equals_brute_force(num_classes, use_bf16, k):
     if k == 1:
         assert stats['fallback_pixels'] > 0
         assert stats['screen_dtype'] == 'float32' and stats['screen_k'] == 1
-    if use_bf16:
-        assert stats['screen_dtype'] == 'bfloat16'
+    if screen:
+        assert stats['screen_dtype'] == screen
 
 
-def test_screen_candidates_bf16_bound_holds():
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float32])
+def test_screen_candidates_bound_holds(dtype):
+    """bfloat16, and float32 at 5000 classes (grouped screening: 16
+    strided groups of 16 expanded; 5000 is no multiple of 16, so padding
+    classes exist), bound every class left out."""
     g = torch.Generator().manual_seed(6)
     emb = F.normalize(torch.randn(257, 64, generator=g), dim=-1)
     classes = F.normalize(torch.randn(5000, 64, generator=g), dim=-1)
     idx, bound = screen_candidates(emb, classes, 12, use_bf16=True,
-                                   dtype=torch.bfloat16)
+                                   dtype=dtype)
+    assert idx.shape == (257, 12) and bool((idx < 5000).all())
     exact = emb @ classes.t()
+    if dtype == torch.float32:
+        # the same bound as a topk over all classes (the (k+1)-th value)
+        ref = exact.topk(13, dim=1).values[:, 12] + 1e-4
+        assert torch.allclose(bound, ref, atol=1e-5)
     outside = torch.ones_like(exact, dtype=torch.bool)
     outside.scatter_(1, idx, False)
     assert bool((exact.masked_fill(~outside, -9).amax(1) <= bound).all())

@@ -44,7 +44,8 @@ differently); ``tests/test_benchmarks_smoke.py`` checks the equivalence.
 This module holds the segmentation screening and the choice of its dtype;
 the detection NMS is :mod:`.large_vocab_nms` and the resize / window
 matrices of the segmentation path :mod:`.resize_matrices` (both exported
-here too).
+here too).  It is ~420 lines: the screening and the choice of its dtype stay
+together because the screening's bound depends on that dtype.
 """
 import math
 import os
@@ -67,7 +68,6 @@ __all__ = [
 # ----------------------------------------------------------------------
 # which dtype screens fast on this device
 # ----------------------------------------------------------------------
-# which dtype screens fast on this device
 # x86 flags of native bfloat16 arithmetic (Linux /proc/cpuinfo names); on
 # ARM the 'bf16' feature
 _NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16', 'bf16')
@@ -226,7 +226,12 @@ def screen_candidates(embeds: Tensor,
             (:func:`screen_dtype_info`), else in float32.  In bfloat16 the
             classes are screened in strided groups of ``group_size``: the
             best ``groups`` groups by their maximum are expanded, then the
-            best ``k`` of their members kept.  float32 uses ``topk``.
+            best ``k`` of their members kept.  float32 does the same from
+            ``4 * group_size * k`` classes on (exact values, so only the
+            margin of the summation order; measured 2x faster than a
+            ``topk`` over 21,841 classes: the float32 screening then costs
+            about what the bfloat16 one does on a CPU with AMX), a plain
+            ``topk`` below.
         block (int): Rows per matrix product.
         dtype (str | torch.dtype, optional): Force the screening dtype
             (``bfloat16`` / ``float32``) whatever ``use_bf16`` says.
@@ -243,47 +248,74 @@ def screen_candidates(embeds: Tensor,
     if num_classes <= k:
         idx = torch.arange(num_classes, device=device).expand(num, -1)
         return idx, embeds.new_full((num, ), -math.inf)
-    idx_out, bound_out = [], []
-    if resolve_screen_dtype(use_bf16, device, dtype) == torch.float32:
-        weights = class_embeds.float().t()
-        for i in range(0, num, block):
-            vals, idx = (embeds[i:i + block].float() @ weights).topk(
-                k + 1, dim=1)
-            idx_out.append(idx[:, :k])
-            bound_out.append(vals[:, k] + _FP32_MARGIN)
-        return torch.cat(idx_out), torch.cat(bound_out)
-
     size = group_size
     num_groups = -(-num_classes // size)
-    padded = num_groups * size
     groups = min(groups or k, num_groups - 1)
+    if resolve_screen_dtype(use_bf16, device, dtype) == torch.float32:
+        if num_classes < 4 * size * k:
+            # few classes: the groups would expand most of them
+            return _screen_topk_float32(embeds, class_embeds, k, block)
+        weights = class_embeds.new_zeros((num_groups * size, dim))
+        weights[:num_classes] = class_embeds
+        weights = weights.float().t().contiguous()
+
+        def keys_of(rows):
+            return rows.float() @ weights
+
+        def to_cosine(keys):
+            return keys
+
+        margin = _FP32_MARGIN
+    else:
+        weights = class_embeds.new_zeros((num_groups * size, dim + 1))
+        weights[:num_classes, :dim] = class_embeds
+        weights[:num_classes, dim] = _SHIFT
+        weights[num_classes:, dim] = -1.0
+        weights = weights.to(torch.bfloat16).t().contiguous()
+
+        def keys_of(rows):
+            rows = torch.cat([rows.float(), rows.new_ones((len(rows), 1))],
+                             1)
+            return (rows.to(torch.bfloat16) @ weights).view(torch.int16)
+
+        def to_cosine(keys):
+            return keys.view(torch.bfloat16).float() - _SHIFT
+
+        margin = _BF16_MARGIN
     # class c -> group c % num_groups, member c // num_groups
-    weights = class_embeds.new_zeros((padded, dim + 1))
-    weights[:num_classes, :dim] = class_embeds
-    weights[:num_classes, dim] = _SHIFT
-    weights[num_classes:, dim] = -1.0
-    weights = weights.to(torch.bfloat16).t().contiguous()
     members = torch.arange(size, device=device) * num_groups
+    idx_out, bound_out = [], []
     for i in range(0, num, block):
-        rows = embeds[i:i + block].float()
-        rows = torch.cat([rows, rows.new_ones((rows.shape[0], 1))], 1)
-        keys = (rows.to(torch.bfloat16) @ weights).view(torch.int16)
+        keys = keys_of(embeds[i:i + block])
         gmax, gidx = keys.view(-1, size, num_groups).amax(1).topk(
             groups + 1, dim=1)
         cand = (gidx[:, :groups, None] + members).reshape(keys.shape[0], -1)
         cvals, cpos = keys.gather(1, cand).topk(k + 1, dim=1)
-        idx = cand.gather(1, cpos[:, :k])
+        idx_out.append(cand.gather(1, cpos[:, :k]))
         # beyond the candidates: the (k+1)-th candidate or the best member
         # of the groups not expanded
-        rest = torch.maximum(cvals[:, k], gmax[:, groups])
-        rest = rest.view(torch.bfloat16).float() - _SHIFT
-        idx_out.append(idx)
-        bound_out.append(rest + _BF16_MARGIN)
+        rest = to_cosine(torch.maximum(cvals[:, k], gmax[:, groups]))
+        bound_out.append(rest + margin)
     idx = torch.cat(idx_out)
-    # padding classes (ids >= C) can only be picked when fewer than k real
-    # classes are positive; map them to class 0 (a harmless duplicate)
+    # padding classes (ids >= C; bfloat16: -1, float32: 0) can only be
+    # picked when fewer than k real classes score above them; map them to
+    # class 0 (a harmless duplicate: the bound still covers every class
+    # left out)
     idx = torch.where(idx < num_classes, idx, torch.zeros_like(idx))
     return idx, torch.cat(bound_out)
+
+
+def _screen_topk_float32(embeds: Tensor, class_embeds: Tensor, k: int,
+                         block: int) -> Tuple[Tensor, Tensor]:
+    """float32 screening by a plain ``topk`` over all classes."""
+    weights = class_embeds.float().t()
+    idx_out, bound_out = [], []
+    for i in range(0, embeds.shape[0], block):
+        scores = embeds[i:i + block].float() @ weights
+        vals, idx = scores.topk(k + 1, dim=1)
+        idx_out.append(idx[:, :k])
+        bound_out.append(vals[:, k] + _FP32_MARGIN)
+    return torch.cat(idx_out), torch.cat(bound_out)
 
 
 def _support(weights: Tensor) -> Tensor:
