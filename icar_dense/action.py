@@ -1,7 +1,8 @@
 """Everything icar_dense registers for action recognition (mmaction scope).
 
-Imported through a config's ``custom_imports`` (the default runtime of
-the task lists it) or explicitly: ``import icar_dense.action``.  The shared
+Imported the first time a registry of the host library is searched (it is
+in their ``locations``, see :func:`icar_dense.registry.add_task_locations`)
+or explicitly: ``import icar_dense.action``.  The shared
 modules go into mmengine's root ``MODELS`` (see :mod:`icar_dense.registry`).
 The iCAR backbones build on mmdet's and mmaction2's Swin, so mmdet's
 models are imported too.

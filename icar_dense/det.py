@@ -1,7 +1,8 @@
 """Everything icar_dense registers for detection (mmdet scope).
 
-Imported through a config's ``custom_imports`` (the default runtime of
-the task lists it) or explicitly: ``import icar_dense.det``.  The shared
+Imported the first time a registry of the host library is searched (it is
+in their ``locations``, see :func:`icar_dense.registry.add_task_locations`)
+or explicitly: ``import icar_dense.det``.  The shared
 modules go into mmengine's root ``MODELS`` (see :mod:`icar_dense.registry`).
 """
 
