@@ -146,11 +146,11 @@ def merge_cfg_options(cfg: Config, options) -> Config:
 def dry_run_exit(cfg: Config, tool: str) -> None:
     """Stop after the config is resolved when ``ICAR_DRY_RUN=1``.
 
-    The docs check (tests/test_docs.py) runs every documented command this
-    way: arguments parse, the config and its ``_base_`` files load and the
+    The docs check (tests/tools/test_docs.py) runs every documented command
+    this way: arguments parse, the config and its ``_base_`` files load and the
     overrides apply, without training on data the test machine lacks.  With
     ``ICAR_DRY_RUN_DUMP=FILE`` the resolved config is also written to FILE
-    (tests/test_cli_flags.py checks what each flag changes that way).
+    (tests/tools/test_cli_flags.py checks what each flag changes that way).
     """
     if os.environ.get('ICAR_DRY_RUN') == '1':
         dump = os.environ.get('ICAR_DRY_RUN_DUMP')

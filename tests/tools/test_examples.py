@@ -14,7 +14,7 @@ the text classifier's prompts.  The snippets of docs/new_task.md (vocabulary
 .txt / .json, a trainable text encoder with its own learning rate) are read
 from the doc and run.
 
-The helpers here are shared with tests/test_show_dir.py.
+The helpers here are shared with tests/tools/test_show_dir.py.
 """
 import copy
 import json

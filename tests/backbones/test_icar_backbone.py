@@ -9,6 +9,7 @@ import icar_dense  # noqa: F401
 from icar_dense.checkpoint import (CheckpointError, detect_layout,
                                    infer_swin_arch, load_checkpoint_file)
 from icar_dense.models.backbones import ICARSwinTransformer
+from conftest import REPO
 from icar_layout import icar_checkpoint
 
 TINY = dict(embed_dims=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4),
@@ -45,7 +46,7 @@ def test_arch_presets_and_outputs():
 
 def test_official_icar_checkpoint_round_trip(tmp_path, capsys):
     import sys
-    sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'tools'))
+    sys.path.insert(0, osp.join(REPO, 'tools'))
     from convert_icar import convert
 
     reference = _reference()

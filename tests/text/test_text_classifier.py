@@ -13,6 +13,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO
 from helpers_text import (CLASS_NAMES, EncodeCounter,
                           tiny_clip_cfg, tiny_roberta_config,
                           tiny_roberta_encoder_cfg, tokenizer_size)
@@ -369,7 +370,7 @@ def test_sharing_uses_no_module_internals():
     """Sharing is bank borrowing: no ``object.__setattr__`` to hide a
     module, no edits of ``_modules`` in the text package or the heads."""
     import glob
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    root = REPO
     for folder in ('text', 'heads'):
         for path in glob.glob(
                 osp.join(root, 'icar_dense', 'models', folder, '*.py')):

@@ -154,7 +154,7 @@ def test_public_configs_as_released():
         REPO, 'configs/det/icar_swinb_cascade_maskrcnn_coco_3x.py'))
     assert [h.type for h in cascade.model.roi_head.bbox_head
             ] == ['OVShared4Conv1FCBBoxHead'] * 3
-    # one text encoder for the three stages (tests/test_det_cascade_shared)
+    # one text encoder for the three stages (tests/det/test_det_cascade_shared)
     assert cascade.model.roi_head.type == 'ICARCascadeRoIHead'
     assert cascade.train_cfg.max_epochs == 36
     swint = Config.fromfile(

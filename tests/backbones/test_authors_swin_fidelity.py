@@ -27,6 +27,7 @@ from mmdet.models.backbones import SwinTransformer
 from mmengine.logging import MMLogger
 
 import icar_dense  # noqa: F401
+from conftest import REPO
 from authors_swin_reference import (PREFIX, authors_swin_forward,
                                     authors_video_swin_forward,
                                     inflate_authors_swin, random_authors_swin)
@@ -124,7 +125,7 @@ def test_pooled_features_match_the_authors_forward(authors, size, use_pos):
 
 
 def test_converted_checkpoint_gives_the_same_features(authors, tmp_path):
-    sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'tools'))
+    sys.path.insert(0, osp.join(REPO, 'tools'))
     from convert_icar import convert
     converted = str(tmp_path / 'converted.pth')
     convert(authors['path'], converted)

@@ -12,8 +12,9 @@
   ``import icar_dense`` imports no host library, a registry of a task's
   scope imports that task's modules when it is searched.
 
-The real runs behind the flags are in tests/test_show_dir.py (pictures),
-tests/test_faults_and_locks.py (``--out``) and tests/test_train_tools.py.
+The real runs behind the flags are in tests/tools/test_show_dir.py
+(pictures), tests/engine/test_faults_and_locks.py (``--out``) and
+tests/tools/test_train_tools.py.
 """
 import ast
 import glob

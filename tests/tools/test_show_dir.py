@@ -12,7 +12,7 @@
   result as the same vocabulary encoded on the fly.
 
 The tools run in this process (``runpy``, as ``python tools/X.py`` runs them)
-on the shrunk example configs of tests/test_examples.py, dumped to files.
+on the shrunk example configs of tests/tools/test_examples.py, dumped to files.
 """
 import glob
 import json
