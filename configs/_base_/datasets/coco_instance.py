@@ -1,7 +1,10 @@
 # COCO 2017 instance segmentation (mmdet's standard 1333x800 setting), used
 # by the fine-tuning configs.  ValidatedCocoDataset is mmdet's CocoDataset
-# whose annotation file is checked when it is built (icar_dense.datasets.
-# validation: duplicate ids, unknown images / categories, missing fields).
+# whose annotation file is checked when it is built (icar_dense/datasets/
+# coco_checks.py: duplicate ids, unknown images / categories, missing
+# fields). mmdet's own base (mmdet::_base_/datasets/coco_instance.py) is
+# not inherited: mmengine 0.10.7 resolves `mmdet::` through pkg_resources,
+# which the runtime environment's setuptools (84) no longer ships.
 dataset_type = 'ValidatedCocoDataset'
 data_root = 'data/coco/'
 backend_args = None
