@@ -23,7 +23,7 @@ def ann_file(num_images: int, seed: int, procs: int = 0) -> str:
     """The ground-truth file of the first ``num_images`` images (cached;
     ``procs`` helper processes draw it)."""
     path = osp.join(C.work_dir('lvis_eval'),
-                    f'lvis_synth_{num_images}_seed{seed}.json')
+                    f'lvis_synth_{num_images}_seed{seed}_pool{S.POOL}.json')
     if not osp.isfile(path):
         tmp = path + f'.{os.getpid()}.tmp'
         with open(tmp, 'w', encoding='utf-8') as f:
@@ -36,7 +36,8 @@ CHUNK = 256
 
 
 def cache_dir(seed: int) -> str:
-    return osp.join(C.work_dir('lvis_eval'), f'predictions_seed{seed}')
+    return osp.join(C.work_dir('lvis_eval'),
+                    f'predictions_seed{seed}_pool{S.POOL}')
 
 
 def write_chunk(job):
@@ -68,11 +69,12 @@ def write_chunk(job):
 
 def prediction_cache(num_images: int, seed: int, procs: int) -> float:
     """Write the predictions of the first ``num_images`` images (once;
-    ``procs`` helper processes); the seconds it took (0: cached)."""
+    ``procs`` helper processes); the seconds it took (0: cached).  Only the
+    drawn ones (``S.POOL``) are written: the others repeat them."""
     folder = cache_dir(seed)
     os.makedirs(folder, exist_ok=True)
     jobs = []
-    for start in range(0, num_images, CHUNK):
+    for start in range(0, min(num_images, S.POOL), CHUNK):
         path = osp.join(folder, f'{start:06d}.npz')
         stop = start + CHUNK
         if not osp.isfile(path):
@@ -92,26 +94,27 @@ def prediction_cache(num_images: int, seed: int, procs: int) -> float:
 
 def predictions(indices, seed):
     """Yield ``(index, pred)`` from the cache; ``pred['rles']`` =
-    (blob, offsets) of the image's 300 masks."""
+    (blob, offsets) of the image's 300 masks (image ``index`` repeats the
+    drawn image ``index % S.POOL``)."""
     import numpy as np
-    wanted = sorted(indices)
-    k = 0
-    while k < len(wanted):
-        start = wanted[k] // CHUNK * CHUNK
-        with np.load(osp.join(cache_dir(seed), f'{start:06d}.npz')) as z:
-            data = {key: z[key] for key in z.files}
-        ends = np.concatenate(([0], np.cumsum(data['rle_lengths'])))
-        blob = data['rles'].tobytes()
+    loaded = None
+    for index in sorted(indices):
+        src = index % S.POOL
+        start = src // CHUNK * CHUNK
+        if loaded is None or loaded[0] != start:
+            with np.load(osp.join(cache_dir(seed), f'{start:06d}.npz')) as z:
+                data = {key: z[key] for key in z.files}
+            ends = np.concatenate(([0], np.cumsum(data['rle_lengths'])))
+            loaded = (start, data, ends, data['rles'].tobytes())
+        _, data, ends, blob = loaded
+        j = src - start
         per = data['bboxes'].shape[1]
-        while k < len(wanted) and wanted[k] < start + CHUNK:
-            j = wanted[k] - start
-            h, w = data['sizes'][j].tolist()
-            off = ends[j * per:(j + 1) * per + 1]
-            yield wanted[k], dict(
-                bboxes=data['bboxes'][j], scores=data['scores'][j],
-                labels=data['labels'][j].astype(np.int64), height=h,
-                width=w, rles=(blob[off[0]:off[-1]], off - off[0]))
-            k += 1
+        h, w = data['sizes'][j].tolist()
+        off = ends[j * per:(j + 1) * per + 1]
+        yield index, dict(
+            bboxes=data['bboxes'][j], scores=data['scores'][j],
+            labels=data['labels'][j].astype(np.int64), height=h,
+            width=w, rles=(blob[off[0]:off[-1]], off - off[0]))
 
 
 def data_sample(index: int, pred: dict, with_masks: bool) -> dict:

@@ -12,7 +12,13 @@ the ellipse inscribed in its box, written directly as RLE (per column, one
 run) -- no image-sized array is ever built, except by :func:`dense_masks`.
 
 Every image is drawn from its own seed, so any subset (a rank's shard, the
-first N images) is generated alone and identically.
+first N images) is generated alone and identically.  Only the first
+:data:`POOL` images are drawn: image ``i`` (id ``i + 1``) repeats the
+content of image ``i % POOL`` under its own id.  Generating 19,809 distinct
+images took 235 s of a 548 s benchmark on a 2-core AMD EPYC; the metric's
+work per image (matching, IoUs, mask RLEs) is the same for a repeated image
+as for a new one -- nothing is shared between images -- so the evaluation
+at full size costs what it would with distinct images.
 """
 import functools
 from typing import List, Tuple
@@ -25,6 +31,8 @@ SIZES = ((480, 640), (640, 480), (427, 640), (640, 427), (480, 640),
          (375, 500), (500, 375), (512, 640))
 DETS_PER_IMAGE = 300
 NEG_PER_IMAGE = 8
+# distinct images drawn (a multiple of the 256-image prediction chunks)
+POOL = 2048
 
 
 def categories(seed: int = 0) -> List[dict]:
@@ -78,8 +86,9 @@ def image(index: int,
         ``id``) and ``pred`` (``bboxes`` float32, ``scores`` float32,
         ``labels`` int64, ``height``, ``width``).
     """
-    rng = np.random.default_rng([seed, index])
-    height, width = SIZES[index % len(SIZES)]
+    src = index % POOL  # the drawn image this one repeats
+    rng = np.random.default_rng([seed, src])
+    height, width = SIZES[src % len(SIZES)]
     img_id = index + 1
     num_gt = 1 + int(rng.poisson(11))
     weights = _cat_weights(cats)
@@ -151,19 +160,23 @@ def _image_gt(index: int, cats: List[dict], seed: int):
 
 def dataset(num_images: int, seed: int = 0, procs: int = 0) -> dict:
     """The LVIS annotation dict of the first ``num_images`` images
-    (``procs`` > 1: drawn by that many processes, the same dict)."""
+    (``procs`` > 1: drawn by that many processes, the same dict); images
+    beyond :data:`POOL` are copies of the drawn ones under their own ids."""
     cats = categories(seed)
     draw = functools.partial(_image_gt, cats=cats, seed=seed)
+    drawn_num = min(num_images, POOL)
     if procs > 1:
         import multiprocessing as mp
         with mp.get_context('fork').Pool(procs) as pool:
-            drawn = pool.map(draw, range(num_images), chunksize=256)
+            drawn = pool.map(draw, range(drawn_num), chunksize=256)
     else:
-        drawn = map(draw, range(num_images))
+        drawn = list(map(draw, range(drawn_num)))
     images, anns = [], []
-    for img, a in drawn:
-        images.append(img)
-        anns.extend(a)
+    for index in range(num_images):
+        img, a = drawn[index % POOL]
+        img_id = index + 1
+        images.append(dict(img, id=img_id, file_name=f'{img_id:012d}.jpg'))
+        anns.extend(dict(ann, image_id=img_id) for ann in a)
     for k, ann in enumerate(anns):
         ann['id'] = k + 1
     return dict(images=images, annotations=anns, categories=cats,

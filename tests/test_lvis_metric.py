@@ -399,3 +399,35 @@ def test_lvis_synth_dataset_same_with_helper_processes():
     sys.path.insert(0, osp.join(repo, 'benchmarks'))
     import _lvis_synth as S
     assert S.dataset(30, seed=3, procs=2) == S.dataset(30, seed=3)
+
+
+def test_lvis_synth_repeats_its_pool(tmp_path, monkeypatch):
+    """Images beyond the drawn pool repeat its images under their own ids,
+    in the annotation file and in the cached predictions alike."""
+    import sys
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    sys.path.insert(0, osp.join(repo, 'benchmarks'))
+    import _lvis_cache as D
+    import _lvis_synth as S
+    monkeypatch.setattr(S, 'POOL', 8)
+    monkeypatch.setenv('ICAR_BENCH_WORK_DIR', str(tmp_path))
+    data = S.dataset(20, seed=1)
+    assert [img['id'] for img in data['images']] == list(range(1, 21))
+    anns = {}
+    for ann in data['annotations']:
+        anns.setdefault(ann['image_id'], []).append(
+            (ann['category_id'], ann['bbox']))
+    for index in (11, 19):
+        assert anns[index + 1] == anns[index % 8 + 1]
+        img, drawn, _ = S.image(index, S.categories(1), seed=1,
+                                with_preds=False)
+        assert img['id'] == index + 1
+        assert [(a['category_id'], a['bbox']) for a in drawn] == \
+            anns[index + 1]
+    assert len({a['id'] for a in data['annotations']}) == \
+        len(data['annotations'])
+    D.prediction_cache(20, seed=1, procs=0)
+    preds = dict(D.predictions([3, 11, 19], seed=1))
+    for index in (11, 19):
+        assert (preds[index]['bboxes'] == preds[3]['bboxes']).all()
+        assert preds[index]['rles'][0] == preds[3]['rles'][0]
