@@ -24,3 +24,13 @@ roberta_base = dict(
     pad_token_id=1,
     bos_token_id=0,
     eos_token_id=2)
+# iCAR's text tower as every TextClassifier of the configs declares it
+# (`text_encoder={{_base_.icar_text_encoder}}`): masked-mean RoBERTa, then
+# the 768 -> 256 projector; prompts truncated at 16 tokens as in training.
+icar_text_encoder = dict(
+    type='RobertaTextEncoder',
+    model=None,
+    config=roberta_base,
+    tokenizer=roberta_tokenizer,
+    max_length=16,
+    embed_dim=256)
