@@ -4,10 +4,11 @@
   the authors' ``argparse.Namespace`` allowed and a refusal that names the
   file and the way to re-save it; an authors' training file comes back as
   ``{'model': ...}``.
-* :func:`atomic_write` / :func:`save_checkpoint_file` -- a file at its
-  final name is always complete, whenever the process dies.  mmengine's
-  ``LocalBackend`` is routed through :func:`atomic_write` by
-  :mod:`icar_dense.engine.safety`.
+* :func:`atomic_write` / :func:`save_checkpoint_file` /
+  :func:`write_json_atomic` -- a file at its final name is always complete,
+  whenever the process dies.  Runs write checkpoints through it by the
+  ``atomic_local`` file backend (:mod:`icar_dense.engine.fileio`) that
+  ``ICARRunner`` and ``SafeCheckpointHook`` name.
 """
 import argparse
 import contextlib
