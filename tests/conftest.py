@@ -12,7 +12,14 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(REPO, 'tests'))
+TESTS = osp.join(REPO, 'tests')
+# the helpers (tests/*.py), and the test modules whose fixtures and
+# shrinking helpers other modules import by name (``from test_det_ov import
+# det_data``): importable whichever folder pytest collects first
+sys.path[:0] = [TESTS] + sorted(
+    osp.join(TESTS, name) for name in os.listdir(TESTS)
+    if osp.isdir(osp.join(TESTS, name))
+    and name not in ('configs', '__pycache__'))
 
 
 @pytest.fixture(scope='session')

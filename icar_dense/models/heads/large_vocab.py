@@ -44,8 +44,9 @@ differently); ``tests/test_benchmarks_smoke.py`` checks the equivalence.
 This module holds the segmentation screening and the choice of its dtype;
 the detection NMS is :mod:`.large_vocab_nms` and the resize / window
 matrices of the segmentation path :mod:`.resize_matrices` (both exported
-here too).  It is ~420 lines: the screening and the choice of its dtype stay
-together because the screening's bound depends on that dtype.
+here too).  Size: ~420 lines, a tenth of them this explanation; the
+screening and the choice of its dtype stay together because the screening's
+bound depends on that dtype.
 """
 import math
 import os
@@ -351,8 +352,9 @@ def dense_argmax(embeds: Tensor,
             either way.
         tile (int): Output tile size.
         stats (dict, optional): Filled with ``screen_s``, ``screen_dtype``
-            (the one used), ``screen_k``, ``tiles_s``, ``fallback_pixels``
-            and ``mean_tile_candidates``.
+            (the one used), ``screen_k``, ``screen_gflop`` (the screening
+            product: positions x classes x dims x 2), ``tiles_s``,
+            ``fallback_pixels`` and ``mean_tile_candidates``.
         screen_dtype (str | torch.dtype, optional): Force the screening
             dtype (``bfloat16`` / ``float32``).
 
@@ -419,6 +421,8 @@ def dense_argmax(embeds: Tensor,
             screen_s=t1 - t0,
             screen_dtype=str(dtype).replace('torch.', ''),
             screen_k=k,
+            screen_gflop=2.0 * flat.shape[0] * class_embeds.shape[0] *
+            dim / 1e9,
             tiles_s=time.perf_counter() - t1,
             fallback_pixels=fallback,
             mean_tile_candidates=cand_total / max(num_tiles, 1))

@@ -7,7 +7,8 @@ both sides are L2-normalised and the logits are ``cos / tau``.  The class
 embeddings come from a :class:`~icar_dense.models.text.bank.TextBank`
 (vocabulary, prompts, text encoder, caches) that the classifier owns or
 borrows from another classifier (:meth:`TextClassifier.share`): heads that
-classify against one vocabulary run one text tower.
+classify against one vocabulary run one text tower.  Size: ~400 lines, a
+quarter of them the documentation of the config keys every head passes.
 """
 import logging
 import math
@@ -22,6 +23,7 @@ from mmengine.model import BaseModule
 from icar_dense.registry import register_shared_model
 from .bank import TextBank, VocabularySpec
 from .loading import TextClassifierLoading
+from .proxies import unit_proxies
 
 __all__ = ['TextClassifier']
 
@@ -272,42 +274,17 @@ class TextClassifier(TextClassifierLoading, BaseModule):
                 ``(C + 1, D)`` with the background proxy last when the
                 classifier has ``background=True`` (else its learned
                 background embedding is kept).  Rows are L2-normalised.
-                None removes the override.
-
-        Raises:
-            TypeError: If ``proxies`` is not a floating point tensor.
-            ValueError: On a wrong shape or non-finite / zero rows.
+                None removes the override.  Checked by
+                :func:`~icar_dense.models.text.proxies.unit_proxies`.
         """
         if proxies is None:
             self._class_proxies = None
             return
-        if not isinstance(proxies, torch.Tensor) or \
-                not proxies.is_floating_point():
-            raise TypeError('TextClassifier.set_class_proxies: proxies must '
-                            'be a floating point tensor of shape (C, D), got '
-                            f'{getattr(proxies, "dtype", type(proxies))}')
-        num = self.num_classes
-        rows = (num, num + 1) if self.bg_embed is not None else (num, )
-        if proxies.dim() != 2 or proxies.shape[0] not in rows or \
-                proxies.shape[1] != self.embed_dim:
-            hint = ''
-            if proxies.dim() == 2 and proxies.shape[1] in rows and \
-                    proxies.shape[0] == self.embed_dim:
-                hint = (' (it looks like (D, C), the layout of InMaP '
-                        'proxies; pass proxies.t())')
-            want = ' or '.join(f'({r}, {self.embed_dim})' for r in rows)
-            raise ValueError(
-                f'TextClassifier.set_class_proxies: proxies must have shape '
-                f'{want} for {num} classes (from '
-                f'{self.vocabulary.source}) and embed_dim={self.embed_dim}'
-                f'{" plus the background" if len(rows) == 2 else ""}, got '
-                f'{tuple(proxies.shape)}{hint}')
-        proxies = proxies.detach().float()
-        norms = torch.linalg.vector_norm(proxies, dim=1)
-        if not bool(torch.isfinite(proxies).all()) or bool((norms == 0).any()):
-            raise ValueError('TextClassifier.set_class_proxies: every proxy '
-                             'must be finite and non-zero')
-        self._class_proxies = (proxies / norms[:, None]).to(self._device)
+        rows = (self.num_classes, self.num_classes + 1) \
+            if self.bg_embed is not None else (self.num_classes, )
+        proxies = unit_proxies(proxies, rows, self.embed_dim,
+                               self.vocabulary.source)
+        self._class_proxies = proxies.to(self._device)
 
     # ------------------------------------------------------------------
     # class embeddings and forward
