@@ -97,14 +97,18 @@ def vocab_rows(fig) -> list:
     f32 = fig.get('float32_screening')
     if f32 and f32.get('median_s') is not None:
         s32 = fig.get(f'argmax_stats_{large}_float32', {})
+        gflop, secs = s32.get('screen_gflop'), s32.get('screen_s')
+        rate = (f'{gflop:.0f} GFLOP at {gflop / secs:.0f} GFLOP/s: '
+                'FLOP-bound, ' if gflop and secs else '')
         out.append(row(
             f'{label}, screening forced to float32',
             f'{f32["ratio"]:.3f}x time ({_spread(f32)})', '<= 1.2',
             f32['meets_goal'],
             f'{f32["ratio"]:.3f}x > 1.2 ({_spread(f32)}): float32 screening '
             'of the 21,841 '
-            f'class embeddings took {s32.get("screen_s")} s per image '
-            '(a dense matmul: every position against every class)',
+            f'class embeddings took {secs} s per image ({rate}every '
+            'position against every class; bfloat16 needs a CPU with '
+            'native bfloat16)',
             'vocabulary_scaling_seg_float32', f32))
     return out
 
