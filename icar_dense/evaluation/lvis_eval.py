@@ -5,7 +5,7 @@
 their IoUs and matches (``lvis_match``), accumulates precision / recall per
 category and area range and summarises them.  What lvis-api 0.5.3 does, as
 mmdet's ``LVISMetric`` calls it, and this module reproduces
-(``tests/test_lvis_metric.py`` compares the two):
+(``tests/det/test_lvis_metric.py`` compares the two):
 
 * at most 300 detections per image, the best by score (``LVISResults``);
 * a detection's area is its box's ``w * h``, for masks too (mmdet's segm

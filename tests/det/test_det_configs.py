@@ -140,7 +140,7 @@ def test_public_configs_as_released():
                                                                       'c')
     assert lvis.train_dataloader.batch_size * 8 == 16
     assert lvis.model.data_preprocessor.batch_augments[0].size == (1024, 1024)
-    # lvis-api's numbers in bounded memory (tests/test_lvis_metric.py)
+    # lvis-api's numbers in bounded memory (tests/det/test_lvis_metric.py)
     assert lvis.val_evaluator.type == 'FastLVISMetric'
     assert lvis.test_evaluator.type == 'FastLVISMetric'
     assert set(lvis.val_evaluator.metric) == {'bbox', 'segm'}

@@ -39,7 +39,8 @@ than the classifier itself:
 
 Both functions give the results of the dense computation up to float32
 rounding (ties between classes whose values differ by ~1e-6 may break
-differently); ``tests/test_benchmarks_smoke.py`` checks the equivalence.
+differently); ``tests/benchmarks/test_benchmarks_smoke.py`` checks the
+equivalence.
 
 This module holds the segmentation screening and the choice of its dtype;
 the detection NMS is :mod:`.large_vocab_nms` and the resize / window

@@ -17,6 +17,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
+from conftest import REPO
+
 import icar_dense  # noqa: F401  (registers the metric; lvis on numpy 2)
 from icar_dense.evaluation.lvis_metric import (RESULT_KEYS, FastLVISMetric,
                                                LVISDetections,
@@ -343,7 +345,7 @@ def test_configs_use_the_fast_metric():
 
     from mmdet.registry import METRICS
     from mmengine.config import Config
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    repo = REPO
     paths = glob.glob(osp.join(repo, 'configs', 'det', '*lvis*.py'))
     assert len(paths) >= 4
     for path in paths:
@@ -364,7 +366,7 @@ def test_bench_lvis_eval_quick(tmp_path, monkeypatch):
     import io
     import sys
     from contextlib import redirect_stdout
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    repo = REPO
     sys.path.insert(0, osp.join(repo, 'benchmarks'))
     import _common as C
     import bench_lvis_eval
@@ -395,7 +397,7 @@ def test_lvis_synth_dataset_same_with_helper_processes():
     """bench_lvis_eval draws the annotation file with helper processes: the
     same file as one process draws."""
     import sys
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    repo = REPO
     sys.path.insert(0, osp.join(repo, 'benchmarks'))
     import _lvis_synth as S
     assert S.dataset(30, seed=3, procs=2) == S.dataset(30, seed=3)
@@ -405,7 +407,7 @@ def test_lvis_synth_repeats_its_pool(tmp_path, monkeypatch):
     """Images beyond the drawn pool repeat its images under their own ids,
     in the annotation file and in the cached predictions alike."""
     import sys
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    repo = REPO
     sys.path.insert(0, osp.join(repo, 'benchmarks'))
     import _lvis_cache as D
     import _lvis_synth as S
