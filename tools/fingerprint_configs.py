@@ -95,11 +95,26 @@ def _diff(a, b, where=''):
         yield f'{where}: {json.dumps(a)[:80]} -> {json.dumps(b)[:80]}'
 
 
+def read_fingerprint(path):
+    """A file this tool wrote, or a clear error naming it."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+    except OSError as err:
+        raise SystemExit(f'fingerprint_configs: cannot read {path}: '
+                         f'{err.strerror}')
+    except ValueError as err:
+        raise SystemExit(f'fingerprint_configs: {path} is not JSON ({err})')
+    if not isinstance(data, dict) or not all(
+            isinstance(v, dict) and 'cfg' in v for v in data.values()):
+        raise SystemExit(f'fingerprint_configs: {path} is not a fingerprint '
+                         'written by this tool (config -> {"cfg", ...})')
+    return data
+
+
 def compare(before_path, after_path):
-    with open(before_path) as f:
-        before = json.load(f)
-    with open(after_path) as f:
-        after = json.load(f)
+    before = read_fingerprint(before_path)
+    after = read_fingerprint(after_path)
     same_models = 0
     for name in sorted(set(before) | set(after)):
         lines = list(_diff(before.get(name, {}), after.get(name, {})))
@@ -122,7 +137,11 @@ def main(argv=None):
     os.chdir(REPO)  # the configs name their data relative to the repo
     import icar_dense  # noqa: F401
     result = {}
-    for path in sorted(glob.glob(args.configs)):
+    paths = sorted(glob.glob(args.configs))
+    if not paths:
+        raise SystemExit(f'fingerprint_configs: no config matches '
+                         f'--configs {args.configs}')
+    for path in paths:
         name = osp.relpath(path, REPO)
         result[name] = fingerprint(path)
         built = len(result[name].get('state_dict', {}))
