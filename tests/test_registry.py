@@ -107,3 +107,31 @@ def test_public_configs_import_icar_dense():
         assert 'icar_dense' in cfg.custom_imports['imports']
         # the safety behaviours: a registered runner named in the config
         assert cfg.runner_type == 'ICARRunner'
+
+
+def test_icar_runner_config_formats_its_text_once(monkeypatch):
+    """ICARRunner's config: mmengine's pretty_text, yapf run once per
+    content (the runner reads it four times while it starts)."""
+    import copy
+
+    import mmengine.config.config as mmengine_config
+    from icar_dense.engine.runner import FormatOnceConfig
+    calls = []
+    format_code = mmengine_config.FormatCode
+
+    def counted(text, **kwargs):
+        calls.append(text)
+        return format_code(text, **kwargs)
+
+    monkeypatch.setattr(mmengine_config, 'FormatCode', counted)
+    cfg = Config(dict(model=dict(type='M', depths=(1, 2)), lr=0.1,
+                      hooks=[dict(type='H', interval=5)]))
+    expected = cfg.pretty_text
+    once = copy.deepcopy(FormatOnceConfig.of(cfg))
+    del calls[:]
+    assert once.pretty_text == once.pretty_text == expected
+    assert len(calls) == 1
+    once.lr = 0.2
+    cfg.lr = 0.2
+    assert once.pretty_text == cfg.pretty_text != expected
+    assert len(calls) == 3

@@ -16,13 +16,18 @@ build through ``RUNNERS`` when it is set).  Against mmengine 0.10.7's
   code is refused with a message naming the file and the way to re-save it;
 * writes checkpoints to local folders atomically (``atomic_local`` file
   backend, :mod:`icar_dense.engine.fileio`) unless a backend is given;
-* adds ``did you mean`` to an unknown model or dataset type.
+* adds ``did you mean`` to an unknown model or dataset type;
+* formats its config text with yapf once (:class:`FormatOnceConfig`):
+  mmengine's ``Runner`` asks for ``cfg.pretty_text`` four times while it
+  starts and once per checkpoint, about a second each for a detection
+  config, every time with the same text.
 
 A process that only imports ``icar_dense`` keeps mmengine's ``Runner``
 unchanged.
 """
 import os.path as osp
 
+from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import CheckpointLoader, Runner
@@ -45,9 +50,46 @@ def read_checkpoint(filename, map_location='cpu'):
     return CheckpointLoader.load_checkpoint(filename, map_location)
 
 
+class FormatOnceConfig(Config):
+    """mmengine's ``Config`` whose ``pretty_text`` runs yapf once per
+    content: the unformatted text (cheap) is built each time and the
+    formatted one is reused while it is unchanged, so the text is the one
+    mmengine's ``Config.pretty_text`` returns."""
+
+    @property
+    def pretty_text(self):
+        if not self._format_python_code:
+            return Config.pretty_text.fget(self)
+        object.__setattr__(self, '_format_python_code', False)
+        try:
+            raw = Config.pretty_text.fget(self)
+        finally:
+            object.__setattr__(self, '_format_python_code', True)
+        cached = self.__dict__.get('_formatted')
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        text = Config.pretty_text.fget(self)
+        object.__setattr__(self, '_formatted', (raw, text))
+        return text
+
+    @classmethod
+    def of(cls, cfg):
+        """``cfg`` (a ``Config``) as a ``FormatOnceConfig`` sharing its
+        content (``Runner`` deep-copies it)."""
+        other = cls.__new__(cls)
+        other.__dict__.update(cfg.__dict__)
+        other.__dict__.pop('_formatted', None)
+        return other
+
+
 @RUNNERS.register_module()
 class ICARRunner(Runner):
     """``Runner`` with the checks and safe I/O of icar_dense (see module)."""
+
+    def __init__(self, *args, cfg=None, **kwargs):
+        if type(cfg) is Config:  # a subclass of someone else's: as it is
+            cfg = FormatOnceConfig.of(cfg)
+        super().__init__(*args, cfg=cfg, **kwargs)
 
     def build_model(self, model):
         with suggest_types():
@@ -108,4 +150,4 @@ class ICARRunner(Runner):
                                        **kwargs)
 
 
-__all__ = ['ICARRunner', 'read_checkpoint']
+__all__ = ['FormatOnceConfig', 'ICARRunner', 'read_checkpoint']
