@@ -30,29 +30,28 @@ than the classifier itself:
   the winner is accepted where it beats ``sum_q A[p, q] t(q)``, which bounds
   every class that is nowhere a candidate.  The remaining pixels are
   evaluated over all classes.  For large vocabularies the screening may run
-  in bfloat16 (its bound then carries the worst-case rounding error) -- only
-  where the device multiplies bfloat16 fast: :func:`screen_dtype_info`
-  chooses it on CUDA (with bf16 support) and on CPUs with native bfloat16
-  (AVX512-BF16 / AMX, confirmed by a one-off probe), and float32 elsewhere.
-  On a CPU without them a bfloat16 matmul is emulated: measured 100x slower
-  than float32 on an AVX2 AMD EPYC (0.5 vs 50 GFLOP/s).
+  in reduced precision (its bound then carries the worst-case rounding
+  error): bfloat16 or int8 -- only where the device computes it faster
+  than float32: :func:`screen_dtype_info` chooses bfloat16 on CUDA (with
+  bf16 support) and, on the CPU, the fastest of float32, int8 and (CPUs
+  with native AVX512-BF16 / AMX only) bfloat16 by a one-off probe.  On a
+  CPU without native bfloat16 a bfloat16 matmul is emulated: measured 100x
+  slower than float32 on an AVX2 AMD EPYC (0.5 vs 50 GFLOP/s); int8
+  products are native wherever AVX2 is (with VNNI: 2-3x float32).
 
 Both functions give the results of the dense computation up to float32
 rounding (ties between classes whose values differ by ~1e-6 may break
 differently); ``tests/benchmarks/test_benchmarks_smoke.py`` checks the
 equivalence.
 
-This module holds the segmentation screening and the choice of its dtype;
-the detection NMS is :mod:`.large_vocab_nms` and the resize / window
-matrices of the segmentation path :mod:`.resize_matrices` (both exported
-here too).  Size: ~420 lines, a tenth of them this explanation; the
-screening and the choice of its dtype stay together because the screening's
-bound depends on that dtype.
+This module holds the segmentation screening and its bounds; the detection
+NMS is :mod:`.large_vocab_nms`, the resize / window matrices of the
+segmentation path :mod:`.resize_matrices` and the choice of the screening
+dtype :mod:`.screen_dtype` (all exported here too).
 """
 import math
-import os
 import time
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -60,135 +59,14 @@ from torch import Tensor
 from .large_vocab_nms import _per_class_nms  # noqa: F401 (benchmark tests)
 from .large_vocab_nms import topk_multiclass_nms
 from .resize_matrices import chain_matrices, resize_matrix, window_grid
+from .screen_dtype import (_int_mm, _quantise, cpu_bf16_flags,
+                           resolve_screen_dtype, screen_dtype_info)
 
 __all__ = [
     'topk_multiclass_nms', 'resize_matrix', 'screen_candidates',
     'dense_argmax', 'screen_dtype_info', 'cpu_bf16_flags', 'chain_matrices',
     'window_grid'
 ]
-
-# ----------------------------------------------------------------------
-# which dtype screens fast on this device
-# ----------------------------------------------------------------------
-# x86 flags of native bfloat16 arithmetic (Linux /proc/cpuinfo names); on
-# ARM the 'bf16' feature
-_NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16', 'bf16')
-_SCREEN_DTYPES = {'bfloat16': torch.bfloat16, 'float32': torch.float32}
-_screen_cache: Dict[str, dict] = {}
-
-
-def cpu_bf16_flags(cpuinfo: str = '/proc/cpuinfo') -> Optional[List[str]]:
-    """The native-bfloat16 features the CPU lists (``[]``: none), or None
-    when ``cpuinfo`` cannot be read (not Linux)."""
-    try:
-        with open(cpuinfo, encoding='utf-8', errors='replace') as f:
-            for line in f:
-                key = line.split(':', 1)[0].strip().lower()
-                if key in ('flags', 'features'):
-                    flags = set(line.split(':', 1)[1].split())
-                    return [f for f in _NATIVE_BF16_FLAGS if f in flags]
-    except OSError:
-        return None
-    return None
-
-
-def _probe_seconds(dtype: torch.dtype, device: torch.device) -> float:
-    """Best of 5 of a small screening-shaped matmul (34 MFLOP).
-
-    On the CPU it runs on one thread: with more threads than idle cores
-    (a shared machine), every multi-threaded call can wait a scheduler
-    tick for a descheduled thread (measured: 16 ms for either dtype on a
-    loaded 2-core AMD EPYC, against 0.1 / 0.35 ms single-threaded), and
-    the comparison would measure the load, not the arithmetic.
-    """
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(256, 65, generator=g).to(device, dtype)
-    b = torch.randn(65, 1024, generator=g).to(device, dtype)
-    threads = torch.get_num_threads()
-    if device.type == 'cpu':
-        torch.set_num_threads(1)
-    try:
-        best = math.inf
-        for _ in range(6):  # the first is a warm-up
-            t0 = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(threads)
-    return best
-
-
-def screen_dtype_info(device: Union[str, torch.device] = 'cpu',
-                      cpuinfo: str = '/proc/cpuinfo') -> dict:
-    """The dtype of the reduced-precision screening on ``device``.
-
-    ``ICAR_SCREEN_DTYPE`` (``bfloat16`` / ``float32``) forces it.  Else,
-    once per process and device type: CUDA -> bfloat16 where the GPU
-    supports it; CPU -> float32 unless the CPU lists native bfloat16
-    (``avx512_bf16`` / ``amx_bf16``, ARM ``bf16``) and a probe matmul then
-    runs faster in bfloat16 than in float32 (also the rule where the flags
-    cannot be read); other devices -> float32.
-
-    Returns:
-        dict: ``dtype`` (torch.dtype), ``name`` and ``reason``.
-    """
-    forced = os.environ.get('ICAR_SCREEN_DTYPE', 'auto').strip().lower()
-    if forced not in ('auto', '', *_SCREEN_DTYPES):
-        raise ValueError(f'ICAR_SCREEN_DTYPE={forced!r}: bfloat16, float32 '
-                         'or auto')
-    if forced in _SCREEN_DTYPES:
-        return dict(dtype=_SCREEN_DTYPES[forced], name=forced,
-                    reason='ICAR_SCREEN_DTYPE')
-    device = torch.device(device)
-    key = device.type
-    if key in _screen_cache:
-        return _screen_cache[key]
-    if key == 'cuda':
-        fast = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        dtype = torch.bfloat16 if fast else torch.float32
-        reason = ('CUDA with bfloat16 support' if fast else
-                  'CUDA without bfloat16 support')
-    elif key == 'cpu':
-        flags = cpu_bf16_flags(cpuinfo)
-        if flags == []:
-            dtype = torch.float32
-            reason = ('CPU without native bfloat16 (no avx512_bf16 / '
-                      'amx_bf16): bfloat16 matmuls are emulated, ~100x '
-                      'slower than float32')
-        else:
-            t32 = _probe_seconds(torch.float32, device)
-            t16 = _probe_seconds(torch.bfloat16, device)
-            fast = t16 < 0.8 * t32
-            dtype = torch.bfloat16 if fast else torch.float32
-            reason = (f'CPU flags {flags if flags else "unreadable"}; probe '
-                      f'matmul (1 thread) bfloat16 {t16 * 1e3:.2f} ms vs '
-                      f'float32 {t32 * 1e3:.2f} ms')
-    else:
-        dtype, reason = torch.float32, f'{key}: float32 by default'
-    info = dict(dtype=dtype, name=str(dtype).replace('torch.', ''),
-                reason=reason)
-    _screen_cache[key] = info
-    return info
-
-
-def resolve_screen_dtype(
-        use_bf16: bool, device,
-        dtype: Optional[Union[str, torch.dtype]]) -> torch.dtype:
-    """``dtype`` when given (a name or a dtype); else float32 without
-    ``use_bf16`` and what :func:`screen_dtype_info` finds fast with it."""
-    if dtype is not None:
-        if isinstance(dtype, str):
-            if dtype not in _SCREEN_DTYPES:
-                raise ValueError(f'screen dtype {dtype!r}: bfloat16 or '
-                                 'float32')
-            dtype = _SCREEN_DTYPES[dtype]
-        if dtype not in (torch.bfloat16, torch.float32):
-            raise ValueError(f'screen dtype {dtype}: bfloat16 or float32')
-        return dtype
-    if not use_bf16:
-        return torch.float32
-    return screen_dtype_info(device)['dtype']
-
 
 # ----------------------------------------------------------------------
 # screening and the exact argmax
@@ -205,6 +83,9 @@ _SHIFT = 1.0 + 2.0**-6
 _BF16_MARGIN = 2 * _BF16_U + _BF16_U**2 + _BF16_U * (1 + _SHIFT) + 1e-4
 # float32 screening vs the float32 re-evaluation: different summation order
 _FP32_MARGIN = 1e-4
+# int8 screening, beyond its rounding bound: the float32 re-evaluation
+# (_FP32_MARGIN) and the float32 scaling of the integer products
+_INT8_SLACK = _FP32_MARGIN + 1e-6
 
 
 @torch.no_grad()
@@ -212,7 +93,7 @@ def screen_candidates(embeds: Tensor,
                       class_embeds: Tensor,
                       k: int,
                       use_bf16: bool,
-                      block: int = 512,
+                      block: int = 256,
                       group_size: int = 16,
                       groups: Optional[int] = None,
                       dtype: Optional[Union[str, torch.dtype]] = None
@@ -224,9 +105,10 @@ def screen_candidates(embeds: Tensor,
         class_embeds (Tensor): ``(C, D)`` unit-norm class embeddings.
         k (int): Candidates per row.
         use_bf16 (bool): Reduced precision wanted (large vocabularies):
-            screen in bfloat16 where the device does it fast
-            (:func:`screen_dtype_info`), else in float32.  In bfloat16 the
-            classes are screened in strided groups of ``group_size``: the
+            screen in bfloat16 or int8 where the device does it faster
+            than float32 (:func:`screen_dtype_info`), else in float32.  In
+            bfloat16 and int8 the classes are screened in strided groups
+            of ``group_size``: the
             best ``groups`` groups by their maximum are expanded, then the
             best ``k`` of their members kept.  float32 does the same from
             ``4 * group_size * k`` classes on (exact values, so only the
@@ -234,9 +116,13 @@ def screen_candidates(embeds: Tensor,
             ``topk`` over 21,841 classes: the float32 screening then costs
             about what the bfloat16 one does on a CPU with AMX), a plain
             ``topk`` below.
-        block (int): Rows per matrix product.
+        block (int): Rows per matrix product.  256: the (block, C)
+            product stays closer to the caches than at 512 (measured
+            1.2-1.5x faster screening at 21,841 classes, float32 and int8,
+            one and two threads).
         dtype (str | torch.dtype, optional): Force the screening dtype
-            (``bfloat16`` / ``float32``) whatever ``use_bf16`` says.
+            (``bfloat16`` / ``int8`` / ``float32``) whatever ``use_bf16``
+            says.
 
     Returns:
         tuple[Tensor, Tensor]: ``idx`` ``(P, k')`` candidate classes
@@ -253,7 +139,8 @@ def screen_candidates(embeds: Tensor,
     size = group_size
     num_groups = -(-num_classes // size)
     groups = min(groups or k, num_groups - 1)
-    if resolve_screen_dtype(use_bf16, device, dtype) == torch.float32:
+    dtype = resolve_screen_dtype(use_bf16, device, dtype)
+    if dtype == torch.float32:
         if num_classes < 4 * size * k:
             # few classes: the groups would expand most of them
             return _screen_topk_float32(embeds, class_embeds, k, block)
@@ -262,12 +149,9 @@ def screen_candidates(embeds: Tensor,
         weights = weights.float().t().contiguous()
 
         def keys_of(rows):
-            return rows.float() @ weights
-
-        def to_cosine(keys):
-            return keys
-
-        margin = _FP32_MARGIN
+            return rows.float() @ weights, lambda rest: rest + _FP32_MARGIN
+    elif dtype == torch.int8:
+        keys_of = _int8_keys(class_embeds, num_groups * size)
     else:
         weights = class_embeds.new_zeros((num_groups * size, dim + 1))
         weights[:num_classes, :dim] = class_embeds
@@ -275,20 +159,20 @@ def screen_candidates(embeds: Tensor,
         weights[num_classes:, dim] = -1.0
         weights = weights.to(torch.bfloat16).t().contiguous()
 
+        def bf16_bound(rest):
+            return rest.view(torch.bfloat16).float() - _SHIFT + _BF16_MARGIN
+
         def keys_of(rows):
             rows = torch.cat([rows.float(), rows.new_ones((len(rows), 1))],
                              1)
-            return (rows.to(torch.bfloat16) @ weights).view(torch.int16)
+            keys = (rows.to(torch.bfloat16) @ weights).view(torch.int16)
+            return keys, bf16_bound
 
-        def to_cosine(keys):
-            return keys.view(torch.bfloat16).float() - _SHIFT
-
-        margin = _BF16_MARGIN
     # class c -> group c % num_groups, member c // num_groups
     members = torch.arange(size, device=device) * num_groups
     idx_out, bound_out = [], []
     for i in range(0, num, block):
-        keys = keys_of(embeds[i:i + block])
+        keys, to_bound = keys_of(embeds[i:i + block])
         gmax, gidx = keys.view(-1, size, num_groups).amax(1).topk(
             groups + 1, dim=1)
         cand = (gidx[:, :groups, None] + members).reshape(keys.shape[0], -1)
@@ -296,15 +180,55 @@ def screen_candidates(embeds: Tensor,
         idx_out.append(cand.gather(1, cpos[:, :k]))
         # beyond the candidates: the (k+1)-th candidate or the best member
         # of the groups not expanded
-        rest = to_cosine(torch.maximum(cvals[:, k], gmax[:, groups]))
-        bound_out.append(rest + margin)
+        bound_out.append(to_bound(torch.maximum(cvals[:, k],
+                                                gmax[:, groups])))
     idx = torch.cat(idx_out)
-    # padding classes (ids >= C; bfloat16: -1, float32: 0) can only be
+    # padding classes (ids >= C; bfloat16: -1, float32 / int8: 0) can only be
     # picked when fewer than k real classes score above them; map them to
     # class 0 (a harmless duplicate: the bound still covers every class
     # left out)
     idx = torch.where(idx < num_classes, idx, torch.zeros_like(idx))
     return idx, torch.cat(bound_out)
+
+
+def _int8_keys(class_embeds: Tensor, padded_classes: int):
+    """The int8 screening: rows quantised per row, classes with one scale
+    for all of them (so the integer products rank the classes of a row
+    without conversion).  With ``f = a q_f + e_f`` and ``w = b q_w + e_w``
+    (every ``|e| <= scale / 2`` per element),
+    ``f.w - a b q_f.q_w = e_f.w + (a q_f).e_w``; Cauchy-Schwarz bounds it
+    by ``|e_f| max|w| + |a q_f| max|e_w|`` with the norms of this very
+    rounding, plus the float32 margins of the scaling and of the
+    re-evaluation.  The integer product is exact (``dim * 127**2 < 2**31``
+    up to 133,000 dims)."""
+    num_classes, dim = class_embeds.shape
+    if dim * 127 * 127 >= 2**31:
+        raise ValueError(f'int8 screening: {dim} dims overflow int32')
+    cls = class_embeds.float()
+    cmax = float(cls.abs().max())
+    cscale = cmax / 127.0 if cmax > 0 else 1.0
+    qw = torch.round(cls / cscale).clamp_(-127, 127)
+    w_norm = float(cls.norm(dim=1).max())
+    ew_norm = float((cls - qw * cscale).norm(dim=1).max())
+    weights = torch.zeros((padded_classes, dim + (-dim % 8)),
+                          dtype=torch.int8, device=cls.device)
+    weights[:num_classes, :dim] = qw.to(torch.int8)
+    weights = weights.t().contiguous()
+
+    def keys_of(rows):
+        q, scale = _quantise(rows)
+        rows = rows.float()
+        qf = q[:, :dim].float() * scale
+        margin = ((rows - qf).norm(dim=1) * w_norm +
+                  qf.norm(dim=1) * ew_norm) * (1 + 1e-5) + _INT8_SLACK
+        scale = scale.view(-1) * cscale
+
+        def to_bound(rest):
+            return rest.float() * scale + margin
+
+        return _int_mm(q, weights), to_bound
+
+    return keys_of
 
 
 def _screen_topk_float32(embeds: Tensor, class_embeds: Tensor, k: int,
@@ -348,16 +272,16 @@ def dense_argmax(embeds: Tensor,
         cols (Tensor): ``(Wo, Ws)`` non-negative weights of the columns.
         k (int): Screening candidates per position.
         use_bf16 (bool): Reduced-precision screening wanted (large
-            vocabularies): bfloat16 where the device does it fast, else
-            float32 (:func:`screen_dtype_info`).  The result is exact
-            either way.
+            vocabularies): bfloat16 or int8 where the device does it
+            faster, else float32 (:func:`screen_dtype_info`).  The result
+            is exact either way.
         tile (int): Output tile size.
         stats (dict, optional): Filled with ``screen_s``, ``screen_dtype``
             (the one used), ``screen_k``, ``screen_gflop`` (the screening
             product: positions x classes x dims x 2), ``tiles_s``,
             ``fallback_pixels`` and ``mean_tile_candidates``.
         screen_dtype (str | torch.dtype, optional): Force the screening
-            dtype (``bfloat16`` / ``float32``).
+            dtype (``bfloat16`` / ``int8`` / ``float32``).
 
     Returns:
         Tensor: ``(Ho, Wo)`` long class indices.
