@@ -83,8 +83,8 @@ def machine_info(device: str = 'cpu') -> dict:
         info['gpu'] = torch.cuda.get_device_name(device)
     try:
         # the dtype of the large-vocabulary screening on this device
-        from icar_dense.models.heads.large_vocab import (cpu_bf16_flags,
-                                                         screen_dtype_info)
+        from icar_dense.models.heads.screen_dtype import (cpu_bf16_flags,
+                                                          screen_dtype_info)
         screen = screen_dtype_info(device)
         info.update(cpu_bf16_flags=cpu_bf16_flags(),
                     screen_dtype=screen['name'],
@@ -98,6 +98,43 @@ def machine_info(device: str = 'cpu') -> dict:
     except ImportError:
         pass
     return info
+
+
+# instruction sets a CPU may top out at, as environment caps of the
+# libraries torch multiplies with (ATen, oneDNN, MKL, FBGEMM): what the
+# screening probe picks on such a CPU, measured on this one
+ISA_CAPS = {
+    'AVX2 (e.g. AMD EPYC Zen 2 / Zen 3)':
+    dict(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2',
+         MKL_ENABLE_INSTRUCTIONS='AVX2', FBGEMM_ENABLE_INSTRUCTIONS='AVX2'),
+    'AVX-512 with VNNI, without bfloat16 (e.g. Xeon Cascade Lake)':
+    dict(ONEDNN_MAX_CPU_ISA='AVX512_CORE_VNNI'),
+}
+_ISA_PROBE = ('import json; from icar_dense.models.heads.screen_dtype import '
+              'screen_dtype_info as f; i = f("cpu"); '
+              'print(json.dumps(dict(dtype=i["name"], reason=i["reason"])))')
+
+
+def screen_dtype_by_isa() -> dict:
+    """The screening dtype the probe picks with this CPU's instruction set
+    capped (``ISA_CAPS``; x86-64 only): a stand-in for CPUs without
+    AVX-512 or without native bfloat16.  The capped kernels run on this
+    CPU's cores, so only the choice, not its speed, stands for theirs."""
+    if platform.machine() not in ('x86_64', 'AMD64'):
+        return {}
+    out = {}
+    for name, caps in ISA_CAPS.items():
+        env = {**os.environ, **caps}
+        env.pop('ICAR_SCREEN_DTYPE', None)
+        proc = subprocess.run([sys.executable, '-c', _ISA_PROBE], env=env,
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0 and proc.stdout.strip():
+            out[name] = dict(json.loads(proc.stdout.strip().splitlines()[-1]),
+                             env=caps)
+        else:
+            out[name] = dict(error=(proc.stderr.strip().splitlines() or
+                                    ['no output'])[-1], env=caps)
+    return out
 
 
 def emit(figures: List[dict], table_rows: Optional[List[Sequence]] = None,

@@ -129,13 +129,13 @@ def runner(task: str, model, args, dense: bool = False):
     return run
 
 
-def forced_float32(run):
-    """``run`` with the segmenter's screening forced to float32
+def forced_screening(run, dtype: str):
+    """``run`` with the segmenter's screening forced to ``dtype``
     (``ICAR_SCREEN_DTYPE``, read on every call)."""
 
     def wrapped():
         saved = os.environ.get('ICAR_SCREEN_DTYPE')
-        os.environ['ICAR_SCREEN_DTYPE'] = 'float32'
+        os.environ['ICAR_SCREEN_DTYPE'] = dtype
         try:
             return run()
         finally:
@@ -145,6 +145,11 @@ def forced_float32(run):
                 os.environ['ICAR_SCREEN_DTYPE'] = saved
 
     return wrapped
+
+
+# what a CPU without fast bfloat16 takes: float32, or int8 where its
+# integer product is faster (screen_dtype.screen_dtype_info)
+FORCED_SCREENINGS = ('float32', 'int8')
 
 
 def keep_stats(run, model, stats: dict, key: str):
@@ -228,16 +233,18 @@ def main(argv=None):
         }
         stats, screen = {}, None
         if task == 'seg':
-            # the screening dtype chosen for this device (bfloat16 only
-            # where it is fast: see large_vocab.screen_dtype_info); where
-            # it is not float32, the large vocabulary is also timed with
-            # float32 forced, in the same rounds
-            from icar_dense.models.heads.large_vocab import \
+            # the screening dtype chosen for this device (the fastest of
+            # float32 / int8 / native bfloat16: see
+            # screen_dtype.screen_dtype_info); the large vocabulary is
+            # also timed, in the same rounds, with each of the other
+            # dtypes a CPU without fast bfloat16 may take
+            from icar_dense.models.heads.screen_dtype import \
                 screen_dtype_info
             screen = screen_dtype_info(args.device)
-            if screen['name'] != 'float32':
-                variants[f'{args.large}_float32'] = forced_float32(
-                    variants[f'{args.large}'])
+            for name in FORCED_SCREENINGS:
+                if name != screen['name']:
+                    variants[f'{args.large}_{name}'] = forced_screening(
+                        variants[f'{args.large}'], name)
             for key in list(variants):
                 model = small if key == f'{args.small}' else large
                 variants[key] = keep_stats(variants[key], model, stats, key)
@@ -257,22 +264,26 @@ def main(argv=None):
             fig['screen_dtype_reason'] = screen['reason']
             for key, value in stats.items():
                 fig[f'argmax_stats_{key}'] = value
-            if f'{args.large}_float32' in times:
-                f32 = C.ratio_figure(times, f'{args.small}',
-                                     f'{args.large}_float32')
-                fig['float32_screening'] = dict(
+            fig['forced_screenings'] = {}
+            for name in FORCED_SCREENINGS:
+                key = f'{args.large}_{name}'
+                if key not in times:
+                    fig['forced_screenings'][name] = dict(
+                        note=f'the chosen screening dtype is {name}: the '
+                        'headline ratio is its figure',
+                        ratio=fig['ratio'], meets_goal=fig['meets_goal'])
+                    continue
+                forced = C.ratio_figure(times, f'{args.small}', key)
+                fig['forced_screenings'][name] = dict(
                     note='the large vocabulary with the screening forced '
-                    'to float32 (ICAR_SCREEN_DTYPE=float32), timed in the '
-                    'same rounds: what a CPU without fast bfloat16 gets',
-                    ratio=f32['ratio'],
-                    ratio_min_max_of_pairs=f32['ratio_min_max_of_pairs'],
-                    median_s=f32['median_s'][f'{args.large}_float32'],
-                    meets_goal=f32['ratio'] <= 1.2)
-            else:
-                fig['float32_screening'] = dict(
-                    note='the chosen screening dtype is float32: the '
-                    'headline ratio is the float32 figure',
-                    ratio=fig['ratio'], meets_goal=fig['meets_goal'])
+                    f'to {name} (ICAR_SCREEN_DTYPE={name}), timed in the '
+                    'same rounds, with this CPU\'s kernels for it',
+                    ratio=forced['ratio'],
+                    ratio_min_max_of_pairs=forced['ratio_min_max_of_pairs'],
+                    median_s=forced['median_s'][key],
+                    meets_goal=forced['ratio'] <= 1.2)
+            if not args.quick:  # two fresh processes, ~4 s each
+                fig['screen_dtype_by_isa'] = C.screen_dtype_by_isa()
         for num in (args.small, args.large):
             mem = memory.get((task, num, False))
             if mem:

@@ -105,13 +105,15 @@ def commands(args):
             py, osp.join(HERE, 'bench_inmap.py'), '--device',
             'cuda' if args.device.startswith('cuda') else 'cpu', *inmap
         ],
+        # 2 rounds: a reported ratio without a goal
         'train_step': [
-            py, osp.join(HERE, 'bench_train_step.py'), *dev, *quick
+            py, osp.join(HERE, 'bench_train_step.py'), *dev, *quick,
+            *([] if args.quick else ['--repeats', '2'])
         ],
-        # mmdet's LVISMetric at 1,000 images (its time and memory are
+        # mmdet's LVISMetric at 500 images (its time and memory are
         # linear in the images: the ratio and the extrapolation hold)
         'lvis_eval': [py, osp.join(HERE, 'bench_lvis_eval.py'), *quick,
-                      *([] if args.quick else ['--mmdet-images', '1000'])],
+                      *([] if args.quick else ['--mmdet-images', '500'])],
     }
 
 
@@ -151,6 +153,12 @@ def print_summary(result: dict, args) -> None:
     if machine.get('screen_dtype'):
         print(f'large-vocabulary screening dtype: {machine["screen_dtype"]} '
               f'({machine["screen_dtype_reason"]})')
+    for fig in figures:
+        by_isa = (fig.get('details') or {}).get('screen_dtype_by_isa')
+        for isa, pick in (by_isa or {}).items():
+            print(f'  with the instruction set capped at {isa}: '
+                  f'{pick.get("dtype", pick.get("error"))} '
+                  f'({pick.get("reason", "")})')
     print(f'\nmachine: {machine["cpu"]}, {machine["usable_cores"]} cores, '
           f'torch {machine["torch"]}, {machine["torch_threads"]} threads; '
           f'load average at start {result["load_average_start"]}, at end '

@@ -534,3 +534,20 @@ def test_run_all_text_cache_quick(tmp_path):
     assert details['encode_s'] > 0 and details['disk_cache_load_s'] > 0
     assert details['machine']['cpu']
     assert details['extrapolated']['prompts'] == 1203 * 80
+
+
+def test_screen_dtype_with_the_instruction_set_capped(monkeypatch):
+    """The bench reports what the probe picks on a CPU of a lower
+    instruction set (the libraries' ISA caps, fresh processes)."""
+    import platform
+    if platform.machine() not in ('x86_64', 'AMD64'):
+        assert C.screen_dtype_by_isa() == {}
+        return
+    caps = dict(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2')
+    monkeypatch.setattr(C, 'ISA_CAPS', {'AVX2': caps})
+    monkeypatch.setenv('ICAR_SCREEN_DTYPE', 'bfloat16')  # not inherited
+    out = C.screen_dtype_by_isa()
+    assert list(out) == ['AVX2'] and out['AVX2']['env'] == caps
+    # bfloat16 is emulated under AVX2 (~100x float32): never picked
+    assert out['AVX2']['dtype'] in ('float32', 'int8'), out
+    assert 'probe matmul' in out['AVX2']['reason']
