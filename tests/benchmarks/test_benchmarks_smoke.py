@@ -410,8 +410,10 @@ def test_segmentor_large_vocab_equals_dense(tiny_segmentor, case,
         assert stats['screen_dtype'] == screen_dtype_info('cpu')['name']
         if case in forced:
             assert stats['screen_dtype'] == forced[case]
-        assert stats['screen_k'] == tiny_segmentor.LARGE_VOCAB_DEFAULTS[
-            'bf16_topk']
+        k = tiny_segmentor.LARGE_VOCAB_DEFAULTS['bf16_topk']
+        # int8 keeps half as many candidates again (a looser bound)
+        assert stats['screen_k'] == (k + k // 2 if stats['screen_dtype'] ==
+                                     'int8' else k)
     else:
         stats = _seg_case(tiny_segmentor, 'slide', (96, 112), meta, 300,
                           topk=1)

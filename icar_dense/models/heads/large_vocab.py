@@ -270,7 +270,8 @@ def dense_argmax(embeds: Tensor,
         scale (float): ``1 / tau``.
         rows (Tensor): ``(Ho, Hs)`` non-negative weights of the output rows.
         cols (Tensor): ``(Wo, Ws)`` non-negative weights of the columns.
-        k (int): Screening candidates per position.
+        k (int): Screening candidates per position (``1.5 k`` when the
+            screening runs in int8, whose bound is looser).
         use_bf16 (bool): Reduced-precision screening wanted (large
             vocabularies): bfloat16 or int8 where the device does it
             faster, else float32 (:func:`screen_dtype_info`).  The result
@@ -294,6 +295,13 @@ def dense_argmax(embeds: Tensor,
     class_embeds = class_embeds.float()
     flat = embeds.reshape(-1, dim).float()
     dtype = resolve_screen_dtype(use_bf16, embeds.device, screen_dtype)
+    if dtype == torch.int8:
+        # its rounding bound is ~1.3x bfloat16's (0.020 vs 0.016 in cosine
+        # on unit vectors): half as many candidates again keep the pixels
+        # whose winner cannot be certified rare (measured on a UperNet
+        # Swin-T image at 21,841 classes, k 16 -> 24: 427 -> 13 fallback
+        # pixels, the argmax 15 % faster)
+        k = k + k // 2
     cand, bound = screen_candidates(flat, class_embeds, k, use_bf16,
                                     dtype=dtype)
     cand = cand.view(height, width, -1)
