@@ -37,7 +37,8 @@ than the classifier itself:
   with native AVX512-BF16 / AMX only) bfloat16 by a one-off probe.  On a
   CPU without native bfloat16 a bfloat16 matmul is emulated: measured 100x
   slower than float32 on an AVX2 AMD EPYC (0.5 vs 50 GFLOP/s); int8
-  products are native wherever AVX2 is (with VNNI: 2-3x float32).
+  products are native wherever AVX2 is (1.3x float32 there, 2-3x with
+  VNNI).
 
 Both functions give the results of the dense computation up to float32
 rounding (ties between classes whose values differ by ~1e-6 may break

@@ -6,11 +6,12 @@ The screening of :func:`~.large_vocab.dense_argmax` is one
 image at 21,841 classes, most of the large-vocabulary cost.  Its result is
 exact in any dtype (the bound carries the rounding), so the dtype is chosen
 for speed alone: bfloat16 on CUDA with bf16 support; on the CPU the fastest
-of float32, int8 (a per-row-scaled integer product, native wherever AVX2
-is; 2-3x float32 with VNNI) and -- where the CPU lists native bfloat16 --
-bfloat16, by a probe matmul once per process.  A CPU without native
-bfloat16 emulates it ~100x slower than float32 (AVX2 AMD EPYC), so it is
-never tried there.  ``ICAR_SCREEN_DTYPE`` forces a dtype.
+of float32, int8 (a per-row-scaled integer product, native wherever
+AVX2 is; 1.3x float32 with AVX2, 2-3x with VNNI) and -- where the CPU
+lists native bfloat16 -- bfloat16, by a probe matmul once per process.
+A CPU without native bfloat16 emulates it ~100x slower than float32
+(AVX2 AMD EPYC), so it is never tried there.  ``ICAR_SCREEN_DTYPE``
+forces a dtype.
 """
 import math
 import os
@@ -49,19 +50,22 @@ def cpu_bf16_flags(cpuinfo: str = '/proc/cpuinfo') -> Optional[List[str]]:
 
 
 def _probe_seconds(dtype: torch.dtype, device: torch.device) -> float:
-    """Best of 5 of a small screening-shaped matmul (134 MFLOP).
+    """Best of 5 of a small screening-shaped matmul (537 MFLOP).
 
-    On the CPU it runs on one thread: with more threads than idle cores
-    (a shared machine), every multi-threaded call can wait a scheduler
-    tick for a descheduled thread (measured: 16 ms for either dtype on a
-    loaded 2-core AMD EPYC, against 0.1 / 0.35 ms single-threaded), and
-    the comparison would measure the load, not the arithmetic.  int8 is
-    timed as the screening runs it: the rows quantised, then the integer
-    product.
+    4096 columns: the product's output outgrows the first cache levels as
+    the screening's does (with 1024 columns int8 measured 0.85x float32
+    with the instruction set capped at AVX2, 0.77x with 4096, and 0.77x in
+    the real screening of 21,841 classes).  On the CPU it runs on one
+    thread: with more threads than idle cores (a shared machine), every
+    multi-threaded call can wait a scheduler tick for a descheduled thread
+    (measured: 16 ms for either dtype on a loaded 2-core AMD EPYC, against
+    0.1 / 0.35 ms single-threaded), and the comparison would measure the
+    load, not the arithmetic.  int8 is timed as the screening runs it: the
+    rows quantised, then the integer product.
     """
     g = torch.Generator().manual_seed(0)
     a = torch.randn(256, 256, generator=g).to(device)
-    b = torch.randn(256, 1024, generator=g).to(device)
+    b = torch.randn(256, 4096, generator=g).to(device)
     if dtype == torch.int8:
         qb = _quantise(b.t())[0].t()
 
@@ -98,7 +102,9 @@ def screen_dtype_info(device: Union[str, torch.device] = 'cpu',
     when it beats float32 by 20 %; float32 otherwise (and on other
     devices).  A CPU without native bfloat16 emulates it ~100x slower than
     float32 (AVX2 AMD EPYC); int8 products are native on every x86-64 CPU
-    with AVX2 (measured 1.5x float32 with the ISA capped at AVX2).
+    with AVX2 (with the instruction set capped at AVX2: the screening of
+    21,841 classes 0.92 s in int8 vs 1.19 s in float32; with VNNI or AMX
+    2-3x faster than float32).
 
     Returns:
         dict: ``dtype`` (torch.dtype), ``name`` and ``reason``.
