@@ -553,3 +553,24 @@ def test_screen_dtype_with_the_instruction_set_capped(monkeypatch):
     # bfloat16 is emulated under AVX2 (~100x float32): never picked
     assert out['AVX2']['dtype'] in ('float32', 'int8'), out
     assert 'probe matmul' in out['AVX2']['reason']
+
+
+@pytest.mark.parametrize('rows', [1, 16, 17, 40])
+def test_int8_product_is_exact(rows):
+    """The int8 screening's product equals the int32 one, also for the
+    short last block (<= 16 rows, padded for CUDA's kernel)."""
+    from icar_dense.models.heads.screen_dtype import _int_mm, _quantise
+    g = torch.Generator().manual_seed(rows)
+    a = torch.randint(-127, 128, (rows, 40), generator=g, dtype=torch.int8)
+    b = torch.randint(-127, 128, (40, 24), generator=g, dtype=torch.int8)
+    assert torch.equal(_int_mm(a, b), a.int() @ b.int())
+    # quantised rows: |q| <= 127, dims padded to a multiple of 8, and the
+    # scale maps the largest entry of each row to 127
+    x = torch.randn(rows, 37, generator=g)
+    q, scale = _quantise(x)
+    assert q.shape == (rows, 40) and bool((q[:, 37:] == 0).all())
+    assert int(q.abs().max()) <= 127
+    assert torch.equal(q[:, :37].abs().amax(1), torch.full((rows, ), 127,
+                                                           dtype=torch.int8))
+    assert torch.allclose(q[:, :37].float() * scale, x, atol=float(
+        scale.max()) / 2 + 1e-6)

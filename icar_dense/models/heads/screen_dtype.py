@@ -189,5 +189,11 @@ def _quantise(rows: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def _int_mm(a: Tensor, b: Tensor) -> Tensor:
-    """int8 x int8 -> exact int32 product."""
+    """int8 x int8 -> exact int32 product.  ``torch._int_mm`` takes more
+    than 16 rows on CUDA (the last screening block may have fewer): short
+    inputs get zero rows, cut from the result."""
+    rows = a.shape[0]
+    if rows <= 16:
+        a = torch.nn.functional.pad(a, (0, 0, 0, 17 - rows))
+        return torch._int_mm(a, b)[:rows]
     return torch._int_mm(a, b)
