@@ -67,23 +67,36 @@ def compress_rle_counts(counts: np.ndarray,
     return blob, ends[offsets]
 
 
-def _column_runs(flat: np.ndarray, lead: int, trail: int) -> np.ndarray:
-    """Uncompressed RLE counts of ``lead`` zeros, ``flat``, ``trail``
-    zeros (pycocotools' convention: the first count is zeros)."""
-    if flat.size == 0:
-        return np.array([lead + trail], dtype=np.int64)
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    counts = np.diff(bounds).astype(np.int64)
-    if flat[0]:
-        counts = np.concatenate(([0], counts))
-    counts[0] += lead
-    if trail:
-        if len(counts) % 2:  # ends with zeros
-            counts[-1] += trail
-        else:
-            counts = np.concatenate((counts, [trail]))
-    return counts
+def _crop_runs(flats: List[np.ndarray], leads: np.ndarray,
+               trails: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Uncompressed RLE counts of many masks at once: mask ``i`` is
+    ``leads[i]`` zeros, ``flats[i]`` (bool, not empty), ``trails[i]`` zeros.
+
+    Returns the counts of all masks, concatenated, and their ``(N + 1, )``
+    offsets, in pycocotools' convention (the first count is zeros; a mask
+    ending with ones has no final zero count).  One pass of numpy over the
+    concatenated pixels, not a few calls per mask.
+    """
+    sizes = np.fromiter((f.size for f in flats), np.int64, len(flats))
+    starts = np.zeros(len(flats) + 1, np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    big = np.concatenate(flats)
+    change = np.flatnonzero(big[1:] != big[:-1]) + 1
+    bounds = np.union1d(change, starts)  # every run starts at one
+    lengths = np.diff(bounds)
+    mask_of = np.searchsorted(starts, bounds[:-1], side='right') - 1
+    nruns = np.bincount(mask_of, minlength=len(flats))
+    first_one = big[starts[:-1]].astype(np.int64)  # a 0 count goes first
+    last_one = big[starts[1:] - 1] & (trails > 0)  # the trail is appended
+    ends = np.zeros(len(flats) + 1, np.int64)
+    np.cumsum(nruns + first_one + last_one, out=ends[1:])
+    counts = np.zeros(int(ends[-1]), np.int64)
+    run_first = np.cumsum(nruns) - nruns
+    rank = np.arange(len(lengths)) - run_first[mask_of]
+    counts[ends[:-1][mask_of] + first_one[mask_of] + rank] = lengths
+    counts[ends[:-1]] += leads
+    counts[ends[1:] - 1] += trails
+    return counts, ends
 
 
 def encode_mask_rles(masks, need: Optional[np.ndarray] = None
@@ -125,42 +138,45 @@ def encode_mask_rles(masks, need: Optional[np.ndarray] = None
     idx = np.flatnonzero(sel)
     if idx.size == 0:
         return b'', np.zeros(num + 1, np.int64)
-    runs = []
-    if isinstance(masks, torch.Tensor) and masks.device.type != 'cpu':
-        # on the device: only the occupied columns of each mask travel
+    # per mask: the column-major pixels of its occupied columns (a
+    # contiguous part of the image's column-major pixels), and the zeros
+    # before and after them; an empty mask is one zero and then the rest
+    flats, leads, trails = [], [], []
+    on_device = isinstance(masks, torch.Tensor) and \
+        masks.device.type != 'cpu'
+    if on_device:
+        # only the occupied columns of each mask travel
         chosen = masks[torch.as_tensor(idx, device=masks.device)] != 0
         occupied = chosen.any(1).cpu().numpy()  # (n, W)
-        for j in range(len(idx)):
-            cols = np.flatnonzero(occupied[j])
-            if cols.size == 0:
-                runs.append(np.array([height * width], np.int64))
-                continue
-            c0, c1 = int(cols[0]), int(cols[-1]) + 1
-            flat = chosen[j, :, c0:c1].t().contiguous().view(-1).cpu()
-            runs.append(_column_runs(flat.numpy(), c0 * height,
-                                     (width - c1) * height))
-        del chosen
     else:
         if isinstance(masks, torch.Tensor):
             masks = masks.detach().numpy()  # no copy
         masks = np.asarray(masks)
-        for i in idx.tolist():
+    for j, i in enumerate(idx.tolist()):
+        if on_device:
+            cols = occupied[j]
+        else:
             mask = masks[i]
             if mask.dtype != bool:
                 mask = mask != 0
-            cols = np.flatnonzero(mask.any(0))
-            if cols.size == 0:
-                runs.append(np.array([height * width], np.int64))
-                continue
-            c0, c1 = int(cols[0]), int(cols[-1]) + 1
-            # column-major pixels of the crop: a contiguous part of the
-            # image's column-major pixels
-            flat = mask[:, c0:c1].T.ravel()
-            runs.append(_column_runs(flat, c0 * height,
-                                     (width - c1) * height))
-    run_offsets = np.zeros(len(runs) + 1, np.int64)
-    np.cumsum([len(r) for r in runs], out=run_offsets[1:])
-    blob, needed = compress_rle_counts(np.concatenate(runs), run_offsets)
+            cols = mask.any(0)
+        c0 = int(cols.argmax())
+        if not cols[c0]:
+            flats.append(np.zeros(1, bool))
+            leads.append(0)
+            trails.append(height * width - 1)
+            continue
+        c1 = width - int(cols[::-1].argmax())
+        if on_device:
+            flats.append(
+                chosen[j, :, c0:c1].t().contiguous().view(-1).cpu().numpy())
+        else:
+            flats.append(mask[:, c0:c1].T.ravel())
+        leads.append(c0 * height)
+        trails.append((width - c1) * height)
+    counts, run_offsets = _crop_runs(flats, np.asarray(leads, np.int64),
+                                     np.asarray(trails, np.int64))
+    blob, needed = compress_rle_counts(counts, run_offsets)
     lengths = np.zeros(num, np.int64)
     lengths[idx] = np.diff(needed)
     offsets = np.zeros(num + 1, np.int64)

@@ -16,6 +16,7 @@ import os.path as osp
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -322,6 +323,34 @@ def test_encode_mask_rles_equals_pycocotools():
     blob, offsets = encode_mask_rles(listed)
     assert [blob[offsets[i]:offsets[i + 1]] for i in range(9)] == \
         [r['counts'] for r in ref]
+
+
+@pytest.mark.parametrize('shape', [(1, 1), (1, 7), (7, 1), (31, 29)])
+def test_encode_mask_rles_random_masks_equal_pycocotools(shape):
+    # the runs of all masks are found in one pass over their crops: masks
+    # that start / end with ones, single pixels, boxes, empty and full
+    # masks side by side must not bleed into each other
+    rng = np.random.default_rng(sum(shape))
+    height, width = shape
+    masks = []
+    for density in (0.0, 0.05, 0.5, 0.95, 1.0):
+        masks.extend(rng.random((6, height, width)) < density)
+    for _ in range(12):
+        box = np.zeros(shape, bool)
+        r0, c0 = rng.integers(0, height), rng.integers(0, width)
+        box[r0:rng.integers(r0, height) + 1,
+            c0:rng.integers(c0, width) + 1] = True
+        masks.append(box)
+    masks = np.stack(masks)
+    masks = masks[rng.permutation(len(masks))]
+    ref = mask_utils.encode(
+        np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
+    as_uint8 = masks.astype(np.uint8) * 255
+    need = rng.random(len(masks)) < 0.7
+    for inputs in (masks, as_uint8, torch.from_numpy(masks)):
+        blob, offsets = encode_mask_rles(inputs, need)
+        got = [blob[offsets[i]:offsets[i + 1]] for i in range(len(masks))]
+        assert got == [r['counts'] if n else b'' for r, n in zip(ref, need)]
 
 
 def test_compress_rle_counts_equals_pycocotools():
