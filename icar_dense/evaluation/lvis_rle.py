@@ -3,7 +3,9 @@
 writes, for :class:`~icar_dense.evaluation.lvis_metric.FastLVISMetric`.
 
 ``encode_mask_rles`` encodes only the masks it is asked for, each cropped to
-the columns it occupies (its full-image runs are derived from the crop's);
+the columns it occupies; the value changes of a crop are found along its
+rows (no transposed copy) and put in column-major order for all masks at
+once, which gives their full-image runs;
 ``compress_rle_counts`` is pycocotools' ``rleToString`` for many masks at
 once, in numpy.
 """
@@ -67,36 +69,61 @@ def compress_rle_counts(counts: np.ndarray,
     return blob, ends[offsets]
 
 
-def _crop_runs(flats: List[np.ndarray], leads: np.ndarray,
-               trails: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Uncompressed RLE counts of many masks at once: mask ``i`` is
-    ``leads[i]`` zeros, ``flats[i]`` (bool, not empty), ``trails[i]`` zeros.
+def _transitions(crop: np.ndarray) -> np.ndarray:
+    """Where the column-major pixels of ``crop`` (``(H, w)`` bool, rows
+    contiguous) change value, counting a zero above and below every column:
+    ``col * H + row`` of the first pixel after each change (``H`` for a
+    column whose last pixel is set).  Found along the rows of the row-major
+    array (no transposed copy); in row-major order, not sorted."""
+    height, width = crop.shape
+    # (a 1-d nonzero of the contiguous comparison: 2-d np.nonzero is ~5x
+    # slower)
+    rows, cols = np.divmod(np.flatnonzero(crop[1:] != crop[:-1]), width)
+    return np.concatenate((cols * height + rows + 1,
+                           np.flatnonzero(crop[0]) * height,
+                           np.flatnonzero(crop[-1]) * height + height))
 
+
+def _runs_of_transitions(parts: List[np.ndarray], total: int
+                         ) -> Tuple[np.ndarray, np.ndarray]:
+    """Uncompressed RLE counts of many masks of ``total`` pixels from the
+    transitions of each (:func:`_transitions` in image coordinates).
+
+    A column ending with a set pixel and the next column starting with one
+    give the same position twice: the run goes on, both are dropped.
     Returns the counts of all masks, concatenated, and their ``(N + 1, )``
     offsets, in pycocotools' convention (the first count is zeros; a mask
-    ending with ones has no final zero count).  One pass of numpy over the
-    concatenated pixels, not a few calls per mask.
+    ending with ones has no final zero count).
     """
-    sizes = np.fromiter((f.size for f in flats), np.int64, len(flats))
-    starts = np.zeros(len(flats) + 1, np.int64)
-    np.cumsum(sizes, out=starts[1:])
-    big = np.concatenate(flats)
-    change = np.flatnonzero(big[1:] != big[:-1]) + 1
-    bounds = np.union1d(change, starts)  # every run starts at one
-    lengths = np.diff(bounds)
-    mask_of = np.searchsorted(starts, bounds[:-1], side='right') - 1
-    nruns = np.bincount(mask_of, minlength=len(flats))
-    first_one = big[starts[:-1]].astype(np.int64)  # a 0 count goes first
-    last_one = big[starts[1:] - 1] & (trails > 0)  # the trail is appended
-    ends = np.zeros(len(flats) + 1, np.int64)
-    np.cumsum(nruns + first_one + last_one, out=ends[1:])
-    counts = np.zeros(int(ends[-1]), np.int64)
-    run_first = np.cumsum(nruns) - nruns
-    rank = np.arange(len(lengths)) - run_first[mask_of]
-    counts[ends[:-1][mask_of] + first_one[mask_of] + rank] = lengths
-    counts[ends[:-1]] += leads
-    counts[ends[1:] - 1] += trails
-    return counts, ends
+    num = len(parts)
+    sizes = np.fromiter((p.size for p in parts), np.int64, num)
+    mask_of = np.repeat(np.arange(num, dtype=np.int64), sizes)
+    keys = np.sort(mask_of * (total + 1) + np.concatenate(parts))
+    if keys.size > 1:
+        twice = keys[1:] == keys[:-1]
+        drop = np.zeros(keys.size, bool)
+        drop[1:] = twice
+        drop[:-1] |= twice
+        keys = keys[~drop]
+    mask_of, pos = np.divmod(keys, total + 1)
+    ntrans = np.bincount(mask_of, minlength=num)
+    ends_with_one = np.zeros(num, bool)
+    last = np.cumsum(ntrans) - 1
+    has = ntrans > 0
+    ends_with_one[has] = pos[last[has]] == total
+    # counts: the transitions' gaps from 0 and up to ``total`` (not when the
+    # mask ends with a set pixel)
+    ncounts = ntrans + 1 - ends_with_one
+    offsets = np.zeros(num + 1, np.int64)
+    np.cumsum(ncounts, out=offsets[1:])
+    ends = np.full(int(offsets[-1]), total, np.int64)
+    first = np.cumsum(ntrans) - ntrans
+    rank = np.arange(pos.size) - first[mask_of]
+    ends[offsets[:-1][mask_of] + rank] = pos
+    starts = np.empty_like(ends)
+    starts[1:] = ends[:-1]
+    starts[offsets[:-1]] = 0
+    return ends - starts, offsets
 
 
 def encode_mask_rles(masks, need: Optional[np.ndarray] = None
@@ -114,7 +141,10 @@ def encode_mask_rles(masks, need: Optional[np.ndarray] = None
         ``(N + 1, )`` int64 offsets of each mask's string in it; each string
         equals ``pycocotools.mask.encode``'s for the full mask.  Each mask is
         cropped to the columns it occupies (one pass over the selected masks
-        finds them) and its full-image runs are derived from the crop's.
+        finds them) and its full-image runs are derived from the crop's
+        value changes.  Measured on a 2-core AMD EPYC (Zen 4), 139 masks of
+        300 per image: 12.3 ms, against 13.3 ms for a transposed copy of
+        each crop and 3.5 ms to read the masks once.
     """
     if isinstance(masks, (list, tuple)):
         num = len(masks)
@@ -138,10 +168,9 @@ def encode_mask_rles(masks, need: Optional[np.ndarray] = None
     idx = np.flatnonzero(sel)
     if idx.size == 0:
         return b'', np.zeros(num + 1, np.int64)
-    # per mask: the column-major pixels of its occupied columns (a
-    # contiguous part of the image's column-major pixels), and the zeros
-    # before and after them; an empty mask is one zero and then the rest
-    flats, leads, trails = [], [], []
+    # per mask: where its column-major pixels change value, found in the
+    # columns it occupies
+    parts = []
     on_device = isinstance(masks, torch.Tensor) and \
         masks.device.type != 'cpu'
     if on_device:
@@ -162,20 +191,13 @@ def encode_mask_rles(masks, need: Optional[np.ndarray] = None
             cols = mask.any(0)
         c0 = int(cols.argmax())
         if not cols[c0]:
-            flats.append(np.zeros(1, bool))
-            leads.append(0)
-            trails.append(height * width - 1)
+            parts.append(np.zeros(0, np.int64))
             continue
         c1 = width - int(cols[::-1].argmax())
-        if on_device:
-            flats.append(
-                chosen[j, :, c0:c1].t().contiguous().view(-1).cpu().numpy())
-        else:
-            flats.append(mask[:, c0:c1].T.ravel())
-        leads.append(c0 * height)
-        trails.append((width - c1) * height)
-    counts, run_offsets = _crop_runs(flats, np.asarray(leads, np.int64),
-                                     np.asarray(trails, np.int64))
+        crop = chosen[j, :, c0:c1].cpu().numpy() if on_device else \
+            mask[:, c0:c1]
+        parts.append(_transitions(crop) + c0 * height)
+    counts, run_offsets = _runs_of_transitions(parts, height * width)
     blob, needed = compress_rle_counts(counts, run_offsets)
     lengths = np.zeros(num, np.int64)
     lengths[idx] = np.diff(needed)
