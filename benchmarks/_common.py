@@ -122,17 +122,28 @@ def screen_dtype_by_isa() -> dict:
     CPU's cores, so only the choice, not its speed, stands for theirs."""
     if platform.machine() not in ('x86_64', 'AMD64'):
         return {}
-    out = {}
+    # the probes are one thread each: the two processes run side by side,
+    # each on a core of its own
+    procs = {}
     for name, caps in ISA_CAPS.items():
         env = {**os.environ, **caps}
         env.pop('ICAR_SCREEN_DTYPE', None)
-        proc = subprocess.run([sys.executable, '-c', _ISA_PROBE], env=env,
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0 and proc.stdout.strip():
-            out[name] = dict(json.loads(proc.stdout.strip().splitlines()[-1]),
+        procs[name] = subprocess.Popen(
+            [sys.executable, '-c', _ISA_PROBE], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = {}
+    for name, proc in procs.items():
+        caps = ISA_CAPS[name]
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = '', 'timed out after 300 s'
+        if proc.returncode == 0 and stdout.strip():
+            out[name] = dict(json.loads(stdout.strip().splitlines()[-1]),
                              env=caps)
         else:
-            out[name] = dict(error=(proc.stderr.strip().splitlines() or
+            out[name] = dict(error=(stderr.strip().splitlines() or
                                     ['no output'])[-1], env=caps)
     return out
 

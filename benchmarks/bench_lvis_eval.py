@@ -5,18 +5,22 @@ The synthetic LVIS-v1-val-shaped problem of ``_lvis_synth.py`` (1203
 categories, 405 f / 461 c / 337 r, ~12 objects and 300 detections per image,
 polygon ground-truth masks, ellipse detection masks) is evaluated by:
 
-1. ``ours`` -- ``FastLVISMetric`` (``configs/det/*lvis*.py``) at full size
-   (19,809 images, boxes and masks);
+1. ``dist`` -- ``FastLVISMetric`` (``configs/det/*lvis*.py``) at full size
+   (19,809 images, boxes and masks) by 2 ranks (gloo, CPU), one per core:
+   each processes its shard, rank 0 gathers the compact records and
+   evaluates everything (what one process would do); the full-size figure
+   is rank 0's phases and the larger peak RSS of the two, and the rank-0
+   peak is reported apart.  ``--single-process`` also runs ``ours``, the
+   full size in one process;
 2. ``ours`` and ``mmdet`` -- ours and mmdet's ``LVISMetric`` (lvis-api) on the
-   first 2,000 images, boxes only (mmdet's takes 74 s and 3.2 GB there on a
-   2-core CPU; ~13 min and ~22 GB at full size, measured linear in the
-   issue): times, peaks, their ratio and the difference of the metrics;
+   first ``--mmdet-images`` images, boxes only (mmdet's takes 74 s and
+   3.2 GB at 2,000 images on a 2-core CPU; ~13 min and ~22 GB at full size,
+   measured linear in the issue): times, peaks, their ratio and the
+   difference of the metrics;
 3. ``encode`` -- the per-image mask encoding of ``process`` on Mask R-CNN's
    output format (an ``(300, H, W)`` bool tensor): mmdet's
    ``encode_mask_results`` vs ours (the masks LVIS evaluates, cropped), on a
-   sample of images;
-4. ``dist`` -- 2 ranks (gloo, CPU) at full size: each processes its shard,
-   rank 0 gathers the compact records and evaluates; the peak RSS of rank 0.
+   sample of images, on one core while 2. runs on the other.
 
 Each runs in a fresh process (``ru_maxrss`` is the peak of that process):
 phases are the ground-truth load (``gt``), ``process`` (all images; the
@@ -61,10 +65,13 @@ def parse_args(argv=None):
     parser.add_argument('--mmdet-images', type=int, default=2000,
                         help="images of the side-by-side run with mmdet's "
                         'LVISMetric (boxes; 0: skip)')
-    parser.add_argument('--encode-images', type=int, default=10,
+    parser.add_argument('--encode-images', type=int, default=30,
                         help='images of the mask-encoding measurement')
     parser.add_argument('--dist-ranks', type=int, default=2,
                         help='ranks of the multi-process run (0: skip)')
+    parser.add_argument('--single-process', action='store_true',
+                        help='also evaluate the full size in one process '
+                        '(the full-size figure is the 2-rank run\'s)')
     parser.add_argument('--dist-images', type=int, default=None,
                         help='images of the multi-process run (default: '
                         '--images)')
@@ -322,65 +329,100 @@ def main(argv=None):
         max(args.images, args.dist_images, args.mmdet_images,
             args.encode_images), args.seed, args.gen_procs)
     figures, rows = [], []
-
-    # 1. full size, boxes and masks.  The metric is single-threaded numpy
-    # / pycocotools, and so are the side-by-side and encoding workers: on
-    # a machine with 2 cores or more the full-size run goes on while they
-    # run one after the other (each process its own core)
-    concurrent = not args.quick and (os.cpu_count() or 1) >= 2
-    full_handle = None
-    if concurrent:
-        full_handle = C.peak_rss_subprocess(
-            SCRIPT,
-            _worker_cmd(args, 'ours', args.images, full_ann_ours,
-                        ['bbox', 'segm'])[1:],
-            timeout=1800)
-    else:
-        ours = run_worker(args, 'ours', args.images, full_ann_ours,
-                          ['bbox', 'segm'])
-    # 3. mask encoding on Mask R-CNN's tensors (a sample)
-    # (its metric only tells which masks LVIS evaluates: the smaller
+    # the full-size figure comes from the 2-rank run (2 cores: what this
+    # machine evaluates with; rank 0 gathers and evaluates everything, as
+    # one process would); --single-process also runs it in one process
+    single = args.single_process or not args.dist_ranks
+    # 1. mask encoding on Mask R-CNN's tensors (a sample), on one core
+    # while the side-by-side workers run on the other (all single-threaded;
+    # its metric only tells which masks LVIS evaluates: the smaller
     # annotation file, whose first images are the same, reads faster)
-    enc = run_worker(args, 'encode', args.encode_images,
-                     small_ann if args.mmdet_images >= args.encode_images
-                     else full_ann_ours, ['segm']) if args.encode_images \
-        else {}
+    enc_ann = small_ann if args.mmdet_images >= args.encode_images \
+        else full_ann_ours
+    concurrent = not args.quick and (os.cpu_count() or 1) >= 2
+    enc_handle, enc = None, {}
+    if args.encode_images and concurrent:
+        enc_handle = C.peak_rss_subprocess(
+            SCRIPT, _worker_cmd(args, 'encode', args.encode_images, enc_ann,
+                                ['segm'])[1:], timeout=1800)
+    elif args.encode_images:
+        enc = run_worker(args, 'encode', args.encode_images, enc_ann,
+                         ['segm'])
     # 2. side by side with mmdet's LVISMetric, boxes
     if args.mmdet_images:
         ours_s = run_worker(args, 'ours', args.mmdet_images, small_ann,
                             ['bbox'])
         mmdet = run_worker(args, 'mmdet', args.mmdet_images, small_ann,
                            ['bbox'])
-    if full_handle is not None:
-        ours = C.collect_subprocess(full_handle)
+    if enc_handle is not None:
+        enc = C.collect_subprocess(enc_handle)
+    # 3. full size: 2 ranks (and, asked for, one process)
+    dist = run_dist(args, full_ann) if args.dist_ranks else None
+    ours = run_worker(args, 'ours', args.images, full_ann_ours,
+                      ['bbox', 'segm']) if single else None
+    enc_s = enc.get('mean_s_per_image', {}).get('ours')
     fig = dict(figure='lvis_eval_full', images=args.images,
                detections=args.images * S.DETS_PER_IMAGE,
                goal=f'<= {GOAL_S:.0f} s and <= {GOAL_MB / 1024:.0f} GB peak '
-               'RSS (boxes + masks, full LVIS v1 val size)',
+               'RSS (boxes + masks, full LVIS v1 val size, 2 cores)',
                gt_files_s=gt_files_s, generate_predictions_s=generate_s,
                data=f'{min(args.images, S.POOL)} distinct synthetic images, '
                f'image i repeating image i % {S.POOL} under its own id (the '
                'per-image evaluation work is that of distinct images)')
-    if concurrent:
-        fig['concurrency'] = (
-            'run while the encoding and side-by-side workers ran one after '
-            'the other on another core (all single-threaded)')
-    fig.update(ours)
-    if 'error' not in ours:
-        fig['meets_goal'] = bool(ours['total_s'] <= GOAL_S
-                                 and ours['peak_rss_mb'] <= GOAL_MB)
-        if 'mean_s_per_image' in enc:
-            est = ours['process_s'] + enc['mean_s_per_image']['ours'] * \
-                args.images
+    if dist is not None and 'ranks' in dist and \
+            args.dist_images == args.images:
+        r0 = dist['ranks'][0]
+        fig.update({k: r0[k] for k in ('kinds', 'gt_s', 'process_s',
+                                       'evaluate_s', 'total_s', 'metrics',
+                                       'evaluate_steps') if k in r0})
+        fig['run'] = (f'{args.dist_ranks} gloo ranks, one per core: rank '
+                      "0's phases (it gathers and evaluates everything, as "
+                      'one process would); peak RSS: the larger rank')
+        fig['peak_rss_mb'] = max(r['peak_rss_mb'] for r in dist['ranks'])
+        fig['wall_s'] = dist['wall_s']
+        if enc_s is not None:
+            # each rank encodes the masks of its own images
+            est = enc_s * args.images / args.dist_ranks
             fig['estimate_with_dense_mask_encoding'] = dict(
-                note='ESTIMATE: process_s + measured encode time per image '
-                '(bench "encode", ours) x images: the cost of process() on '
-                "Mask R-CNN's (300, H, W) mask tensors",
-                process_s=round(est, 1),
-                total_s=round(est + ours['gt_s'] + ours['evaluate_s'], 1))
-        rows.append(['ours (FastLVISMetric)', f'{args.images}', 'bbox+segm',
-                     ours['gt_s'], ours['process_s'], ours['evaluate_s'],
-                     ours['peak_rss_mb']])
+                note='ESTIMATE: rank 0 total + measured encode time per '
+                'image (bench "encode", ours) x its images: the cost of '
+                "process() on Mask R-CNN's (300, H, W) mask tensors",
+                encode_s=round(est, 1), total_s=round(est + r0['total_s'],
+                                                      1))
+    elif ours is not None and 'error' not in ours:
+        fig.update(ours)
+        fig['run'] = 'one process'
+    else:
+        fig['error'] = (dist or {}).get('error') or (ours or {}).get(
+            'error') or 'no full-size run'
+    if 'total_s' in fig:
+        fig['meets_goal'] = bool(fig['total_s'] <= GOAL_S
+                                 and fig['peak_rss_mb'] <= GOAL_MB)
+    if ours is not None and 'error' not in ours:
+        one = dict(gt_s=ours['gt_s'], process_s=ours['process_s'],
+                   evaluate_s=ours['evaluate_s'], total_s=ours['total_s'],
+                   peak_rss_mb=ours['peak_rss_mb'],
+                   evaluate_steps=ours.get('evaluate_steps'))
+        if enc_s is not None:
+            one['total_with_encoding_estimate_s'] = round(
+                ours['total_s'] + enc_s * args.images, 1)
+        fig['single_process'] = one
+        if fig.get('run') == 'one process' and enc_s is not None:
+            fig['estimate_with_dense_mask_encoding'] = dict(
+                note='ESTIMATE: total + measured encode time per image '
+                '(bench "encode", ours) x images',
+                encode_s=round(enc_s * args.images, 1),
+                total_s=one['total_with_encoding_estimate_s'])
+        rows.append(['ours (FastLVISMetric), 1 process', f'{args.images}',
+                     'bbox+segm', ours['gt_s'], ours['process_s'],
+                     ours['evaluate_s'], ours['peak_rss_mb']])
+    elif 'gt_s' in (dist or {}).get('ranks', [{}])[0]:
+        # without a one-process run: its estimate from rank 0 (which
+        # evaluates everything) with all images encoded by one process
+        r0 = dist['ranks'][0]
+        if enc_s is not None:
+            fig['one_process_with_encoding_estimate_s'] = round(
+                r0['gt_s'] + r0['evaluate_s'] + enc_s * args.images, 1)
     fig['machine'] = machine
     figures.append(fig)
 
@@ -416,11 +458,13 @@ def main(argv=None):
         figures.append(small)
     if enc:
         enc = dict(enc, figure='mask_encoding', machine=machine)
+        if concurrent:
+            enc['concurrency'] = ('run while the side-by-side workers ran '
+                                  'on the other core (all single-threaded)')
         figures.append(enc)
 
     # 4. two ranks
-    if args.dist_ranks:
-        dist = run_dist(args, full_ann)
+    if dist is not None:
         fig = dict(figure='lvis_eval_dist', images=args.dist_images,
                    world_size=args.dist_ranks, kinds=['bbox', 'segm'],
                    backend='gloo', machine=machine, **dist)
@@ -430,7 +474,8 @@ def main(argv=None):
             fig['rank0_evaluate_s'] = r0['evaluate_s']
             fig['metrics_equal_single_process'] = (
                 r0.get('metrics') == ours.get('metrics')) \
-                if args.dist_images == args.images else None
+                if ours is not None and args.dist_images == args.images \
+                else None
             rows.append([f'ours, {args.dist_ranks} ranks (rank 0)',
                          f'{args.dist_images}', 'bbox+segm', r0['gt_s'],
                          r0['process_s'], r0['evaluate_s'],

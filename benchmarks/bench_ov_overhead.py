@@ -112,19 +112,14 @@ def patch_topk_nms(head) -> None:
     head._predict_by_feat_single = predict_single
 
 
-def match_linear_classifier(text, linear, inputs, samples, args) -> None:
-    """Give ``fc_cls`` the linear map closest to the text classifier."""
+def match_linear_classifier(text, linear, feats) -> None:
+    """Give ``fc_cls`` the linear map closest to the text classifier, from
+    the RoI features ``feats`` the text classifier saw in one prediction."""
     tc = text.roi_head.bbox_head.text_classifier
-    feats = []
-    hook = tc.register_forward_hook(
-        lambda mod, inp, out: feats.append(inp[0].detach()))
-    with C.inference_mode(args.device, False):
-        text.predict(inputs, [s.clone() for s in samples])
-    hook.remove()
     with torch.no_grad():
         proj = tc.visual_proj.weight.float()  # (256, 1024)
         norm = statistics.median(
-            (feats[0].float() @ proj.t()).norm(dim=1).tolist())
+            (feats.float() @ proj.t()).norm(dim=1).tolist())
         embeds = tc.all_class_embeddings().float()  # (C + 1, 256)
         weight = float(tc.scale()) * embeds @ proj / norm
         fc = linear.roi_head.bbox_head.fc_cls
@@ -132,13 +127,19 @@ def match_linear_classifier(text, linear, inputs, samples, args) -> None:
         fc.bias.zero_()
 
 
-def counting_warmup(run, head_module, score_thr: float):
+def counting_warmup(run, head_module, score_thr: float, inputs=None):
     """Run ``run()`` once (the warm-up) and return how many scores of its
     prediction are above the test threshold (the NMS work): one run gives
-    both, instead of a warm-up and a counting run."""
+    both, instead of a warm-up and a counting run.  ``inputs`` (a list)
+    receives what ``head_module`` was called with."""
     logits = []
-    hook = head_module.register_forward_hook(
-        lambda mod, inp, out: logits.append(out.detach()))
+
+    def keep(mod, inp, out):
+        logits.append(out.detach())
+        if inputs is not None:
+            inputs.append(inp[0].detach())
+
+    hook = head_module.register_forward_hook(keep)
     try:
         run()
     finally:
@@ -175,7 +176,6 @@ def main(argv=None):
     # warm the text embedding cache (the cached path is what is timed)
     with torch.no_grad():
         text.roi_head.bbox_head.text_classifier.class_embeddings()
-    match_linear_classifier(text, linear, inputs, samples, args)
     build_s = time.perf_counter() - t0
     text_head = text.roi_head.bbox_head
     linear_head = linear.roi_head.bbox_head
@@ -195,11 +195,14 @@ def main(argv=None):
         'text': predict(text, True)
     }
     thr = text.test_cfg.rcnn.score_thr
-    # warm-up rounds; the first also counts the scores above the threshold
-    counts = dict(
-        linear=counting_warmup(variants['linear'], linear_head.fc_cls, thr),
-        text=counting_warmup(variants['text'], text_head.text_classifier,
-                             thr))
+    # warm-up rounds; each also counts the scores above the threshold, and
+    # the text model's gives the RoI features fc_cls is matched on
+    feats = []
+    counts = dict(text=counting_warmup(variants['text'],
+                                       text_head.text_classifier, thr, feats))
+    match_linear_classifier(text, linear, feats[-1])
+    counts['linear'] = counting_warmup(variants['linear'], linear_head.fc_cls,
+                                       thr)
     times = C.interleaved(variants, args.repeats, max(args.warmup - 1, 0),
                           args.device)
     if args.mmdet_nms_repeats:
