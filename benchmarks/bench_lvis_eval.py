@@ -332,7 +332,8 @@ def main(argv=None):
     # the full-size figure comes from the 2-rank run (2 cores: what this
     # machine evaluates with; rank 0 gathers and evaluates everything, as
     # one process would); --single-process also runs it in one process
-    single = args.single_process or not args.dist_ranks
+    # (the smoke run does both: the ranks' metrics must equal one process')
+    single = args.single_process or args.quick or not args.dist_ranks
     # 1. mask encoding on Mask R-CNN's tensors (a sample), on one core
     # while the side-by-side workers run on the other (all single-threaded;
     # its metric only tells which masks LVIS evaluates: the smaller
@@ -372,9 +373,10 @@ def main(argv=None):
     if dist is not None and 'ranks' in dist and \
             args.dist_images == args.images:
         r0 = dist['ranks'][0]
-        fig.update({k: r0[k] for k in ('kinds', 'gt_s', 'process_s',
-                                       'evaluate_s', 'total_s', 'metrics',
-                                       'evaluate_steps') if k in r0})
+        fig.update({k: r0[k] for k in (
+            'kinds', 'gt_s', 'gt_peak_rss_mb', 'process_s',
+            'process_peak_rss_mb', 'evaluate_s', 'evaluate_peak_rss_mb',
+            'total_s', 'metrics', 'evaluate_steps') if k in r0})
         fig['run'] = (f'{args.dist_ranks} gloo ranks, one per core: rank '
                       "0's phases (it gathers and evaluates everything, as "
                       'one process would); peak RSS: the larger rank')

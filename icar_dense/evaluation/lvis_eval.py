@@ -34,7 +34,7 @@ from .lvis_data import (AREA_LABELS, AREA_RANGES, IOU_THRS, MAX_DETS,
                         _segments)
 from .lvis_match import group_ious, match_candidates
 
-__all__ = ['evaluate_lvis']
+__all__ = ['evaluate_lvis', 'match_lvis', 'accumulate_lvis', 'MATCHED_KEYS']
 
 
 def _prepare(gt: LVISGroundTruth, dets: LVISDetections,
@@ -88,7 +88,8 @@ def evaluate_lvis(gt: LVISGroundTruth,
                   max_dets: int = MAX_DETS,
                   timings: Optional[dict] = None,
                   cache: Optional[dict] = None) -> dict:
-    """LVIS AP of ``dets`` (lvis-api 0.5.3's numbers, see module doc).
+    """LVIS AP of ``dets`` (lvis-api 0.5.3's numbers, see module doc):
+    :func:`match_lvis`, then :func:`accumulate_lvis`.
 
     Args:
         cache (dict, optional): Shared by the calls for box and mask AP of
@@ -99,6 +100,34 @@ def evaluate_lvis(gt: LVISGroundTruth,
         dict: ``results`` (AP, AP50, ..., APr, APc, APf, AR@300, ...),
         ``precision`` ``(T, R, K, A)`` and ``recall`` ``(T, K, A)`` as in
         ``LVISEval.eval``.
+    """
+    matched = match_lvis(gt, dets, iou_type, max_dets, timings, cache)
+    return accumulate_lvis(gt, [matched], timings)
+
+
+# what accumulate_lvis needs of each evaluated detection
+MATCHED_KEYS = ('key', 'area', 'score', 'local', 'in_nel', 'code')
+
+
+def match_lvis(gt: LVISGroundTruth,
+               dets: LVISDetections,
+               iou_type: str = 'bbox',
+               max_dets: int = MAX_DETS,
+               timings: Optional[dict] = None,
+               cache: Optional[dict] = None) -> dict:
+    """The per-image part of LVIS evaluation: which detections count, their
+    IoUs and lvis-api's matching.
+
+    Each image's work depends only on its own detections and annotations,
+    so the images can be matched in separate processes (a rank's share of
+    the test set) and only the result travels.
+
+    Returns:
+        dict: for each evaluated detection (:data:`MATCHED_KEYS`): ``key``
+        (image position x categories + category), ``area``, ``score``,
+        ``local`` (its index among the image's predictions), ``in_nel``
+        (its category is not exhaustively annotated in the image) and
+        ``code`` ``(n, A, T)`` int8 match codes; plus ``num_candidates``.
     """
     if iou_type not in ('bbox', 'segm'):
         raise ValueError(f'iou_type {iou_type!r}: bbox or segm')
@@ -118,33 +147,53 @@ def evaluate_lvis(gt: LVISGroundTruth,
     rows_gt, row_first, ious = group_ious(gt, dets, prep, iou_type)
     t2 = time.perf_counter()
     # 5. matching, per area range and IoU threshold
-    gt_ignore = np.stack([
-        gt.ignore | (gt.area < lo) | (gt.area > hi) for lo, hi in AREA_RANGES
-    ], 1)
     code, num_candidates = match_candidates(ious, rows_gt, row_first, prep,
-                                            gt, gt_ignore)
+                                            gt, _gt_ignore(gt))
     del ious
     t3 = time.perf_counter()
-    # 6. precision / recall per category and area range
-    precision, recall = _accumulate(gt, prep, code, gt_ignore)
-    t4 = time.perf_counter()
-    results = _summarize(precision, recall, gt.freq_groups)
     if timings is not None:
         timings.update(
             prepare_s=round(t1 - t0, 3),
             iou_s=round(t2 - t1, 3),
             match_s=round(t3 - t2, 3),
-            accumulate_s=round(t4 - t3, 3),
             detections_evaluated=int(len(prep['kept'])),
             candidate_detections=num_candidates)
+    out = {k: prep[k] for k in MATCHED_KEYS if k != 'code'}
+    out.update(code=code, num_candidates=num_candidates)
+    return out
+
+
+def accumulate_lvis(gt: LVISGroundTruth, matched: List[dict],
+                    timings: Optional[dict] = None) -> dict:
+    """Precision / recall per category and area range, and lvis-api's
+    summary, from the :func:`match_lvis` results of disjoint sets of images
+    (in any order: the detections are sorted here)."""
+    t0 = time.perf_counter()
+    if len(matched) == 1:
+        parts = matched[0]
+    else:
+        parts = {k: np.concatenate([m[k] for m in matched])
+                 for k in MATCHED_KEYS}
+    precision, recall = _accumulate(gt, parts, parts['code'],
+                                    _gt_ignore(gt))
+    results = _summarize(precision, recall, gt.freq_groups)
+    if timings is not None:
+        timings['accumulate_s'] = round(time.perf_counter() - t0, 3)
     return dict(results=results, precision=precision, recall=recall)
+
+
+def _gt_ignore(gt: LVISGroundTruth) -> np.ndarray:
+    """``(G, A)``: each annotation ignored in each area range."""
+    return np.stack([
+        gt.ignore | (gt.area < lo) | (gt.area > hi) for lo, hi in AREA_RANGES
+    ], 1)
 
 
 def _accumulate(gt: LVISGroundTruth, prep: dict, code: np.ndarray,
                 gt_ignore: np.ndarray):
     """``LVISEval.accumulate``: ``precision`` ``(T, R, K, A)`` and
     ``recall`` ``(T, K, A)`` from the match codes of the evaluated
-    detections."""
+    detections (``prep``: their :data:`MATCHED_KEYS`)."""
     key, area, score = prep['key'], prep['area'], prep['score']
     num_cats, num_areas = gt.num_cats, len(AREA_RANGES)
     num_thrs, num_rec = len(IOU_THRS), len(REC_THRS)

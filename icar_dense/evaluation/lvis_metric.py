@@ -18,8 +18,11 @@ AR@300, box and mask) from arrays:
   mask).  Each mask is cropped to the columns it occupies before its runs are
   found, and the RLE of the full image is assembled from those of the crop
   (the same bytes ``pycocotools.mask.encode`` gives for the full mask).
-  Multi-process evaluation gathers these compact records (mmengine's
-  ``collect_results``): rank 0 never holds one Python object per detection.
+  With several ranks, each rank matches the images it processed and only
+  the match results (no boxes, no masks) are gathered: rank 0 accumulates
+  (``lvis_shards``); with ``outfile_prefix`` (result files) the compact
+  records are gathered instead (mmengine's ``collect_results``).  Rank 0
+  never holds one Python object per detection.
 * ``compute_metrics`` evaluates all images and categories at once with numpy:
   IoUs of the (detection, ground truth) pairs of the same image and category
   (boxes: pycocotools' ``bbIou`` arithmetic, vectorised; masks:
@@ -29,8 +32,8 @@ AR@300, box and mask) from arrays:
 
 Modules: ``lvis_rle`` (mask encoding), ``lvis_data`` (annotations and
 records as arrays), ``lvis_match`` (IoUs, matching), ``lvis_eval``
-(accumulation, summary: lvis-api's rules are listed there), this one (the
-registered metric).  Every public name is importable from here.
+(accumulation, summary: lvis-api's rules are listed there), ``lvis_shards``
+(evaluation split across ranks), this one (the registered metric).  Every public name is importable from here.
 
 Images without predictions count as images with no detections.  Metric keys
 and rounding are those of mmdet's ``LVISMetric`` (``lvis/bbox_AP``, ...,
@@ -42,14 +45,16 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from mmengine.dist import get_dist_info
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
 from .lvis_data import (IOU_THRS, MAX_DETS, REC_THRS, RESULT_KEYS,
                         LVISDetections, LVISGroundTruth, _member, _to_numpy)
-from .lvis_eval import evaluate_lvis
+from .lvis_eval import evaluate_lvis, match_lvis
 from .lvis_rle import compress_rle_counts, encode_mask_rles
+from .lvis_shards import accumulate_parts, evaluate_sharded
 
 __all__ = [
     'FastLVISMetric', 'LVISGroundTruth', 'LVISDetections', 'evaluate_lvis',
@@ -201,6 +206,50 @@ class FastLVISMetric(BaseMetric):
             self.results.append(rec)
 
     # ------------------------------------------------------------------
+    def evaluate(self, size: int) -> dict:
+        """With several ranks, each matches the images it processed and
+        rank 0 only accumulates (``lvis_shards``); one process, or result
+        files to write: ``BaseMetric.evaluate``."""
+        if get_dist_info()[1] > 1 and self.outfile_prefix is None:
+            return evaluate_sharded(self, size)
+        return super().evaluate(size)
+
+    def _check_masks(self, results: list) -> None:
+        if 'segm' in self.metrics and not any(
+                r.get('mask_offsets') is not None for r in results):
+            raise KeyError("FastLVISMetric: metric 'segm' but the "
+                           'predictions have no masks')
+
+    def match_shard(self, results: list) -> dict:
+        """The per-image part of the evaluation of one rank's images."""
+        gt = self.gt
+        dets = LVISDetections(results, gt)
+        matched, timings = {}, {}
+        if dets.num:
+            self._check_masks(results)
+            cache: dict = {}
+            for metric in self.metrics:
+                timings[metric] = {}
+                matched[metric] = match_lvis(gt, dets, metric, self.max_dets,
+                                             timings[metric], cache)
+        return dict(num=dets.num, matched=matched, timings=timings)
+
+    def metrics_from_matched(self, parts: List[dict]) -> Dict[str, float]:
+        """Rank 0: the metrics from every rank's :meth:`match_shard`."""
+        logger: MMLogger = MMLogger.get_current_instance()
+        eval_results: Dict[str, float] = OrderedDict()
+        if not sum(p['num'] for p in parts):
+            logger.info('The testing results of the whole dataset is empty.')
+            return eval_results
+        with_dets = [p for p in parts if p['num']]
+        for metric in self.metrics:
+            logger.info(f'Evaluating {metric} ({len(parts)} ranks matched '
+                        'their own images)...')
+            timings = dict(with_dets[0]['timings'][metric], ranks=len(parts))
+            out = accumulate_parts(self.gt, with_dets, metric, timings)
+            self._report(metric, out, timings, eval_results, logger)
+        return eval_results
+
     def compute_metrics(self, results: list) -> Dict[str, float]:
         logger: MMLogger = MMLogger.get_current_instance()
         gt = self.gt
@@ -214,10 +263,7 @@ class FastLVISMetric(BaseMetric):
         if dets.num == 0:
             logger.info('The testing results of the whole dataset is empty.')
             return eval_results
-        if 'segm' in self.metrics and not any(
-                r.get('mask_offsets') is not None for r in results):
-            raise KeyError("FastLVISMetric: metric 'segm' but the "
-                           'predictions have no masks')
+        self._check_masks(results)
         cache: dict = {}
         for metric in self.metrics:
             logger.info(f'Evaluating {metric}...')
@@ -225,21 +271,25 @@ class FastLVISMetric(BaseMetric):
             out = evaluate_lvis(
                 gt, dets, metric, max_dets=self.max_dets, timings=timings,
                 cache=cache)
-            self.last_results[metric] = out['results']
-            self.last_timings[metric] = timings
-            items = self.metric_items or [
-                'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
-                'APf'
-            ]
-            if self.classwise:
-                self._log_classwise(out['precision'], gt, eval_results,
-                                    logger)
-            for k, v in out['results'].items():
-                if k in items:
-                    eval_results[f'{metric}_{k}'] = float(f'{float(v):.3f}')
-            logger.info(_results_table(metric, out['results']) +
-                        f'\n{metric} evaluation: {timings}')
+            self._report(metric, out, timings, eval_results, logger)
         return eval_results
+
+    def _report(self, metric: str, out: dict, timings: dict,
+                eval_results: dict, logger) -> None:
+        """Keep, log and add to ``eval_results`` the numbers of one kind."""
+        self.last_results[metric] = out['results']
+        self.last_timings[metric] = timings
+        items = self.metric_items or [
+            'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf'
+        ]
+        if self.classwise:
+            self._log_classwise(out['precision'], self.gt, eval_results,
+                                logger)
+        for k, v in out['results'].items():
+            if k in items:
+                eval_results[f'{metric}_{k}'] = float(f'{float(v):.3f}')
+        logger.info(_results_table(metric, out['results']) +
+                    f'\n{metric} evaluation: {timings}')
 
     def _log_classwise(self, precisions, gt, eval_results, logger):
         from terminaltables import AsciiTable
