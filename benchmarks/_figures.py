@@ -42,8 +42,9 @@ SIZES = dict(
     inmap='measured: 3 gradient steps (1 timed run, was 2) at the full '
     'n = 50,000, C = 1000, d = 256; 2000 steps extrapolated (every step '
     'does the same work), labelled',
-    train_step='full size: 512 x 512, batch 1, 1203 classes; 2 '
-    'interleaved rounds (was 5, then 3; a reported ratio, no target)',
+    train_step='full size: 512 x 512, batch 1, 1203 classes; 1 round '
+    'after the warm-up (was 5, then 3, then 2; a reported ratio, no '
+    'target)',
     lvis_eval='full size: 19,809 images x 300 detections, boxes and masks, '
     'by 2 gloo ranks on the 2 cores (rank 0 gathers and evaluates '
     'everything, as one process would; the separate one-process run is '
