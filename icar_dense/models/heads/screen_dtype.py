@@ -49,23 +49,28 @@ def cpu_bf16_flags(cpuinfo: str = '/proc/cpuinfo') -> Optional[List[str]]:
     return None
 
 
-def _probe_seconds(dtype: torch.dtype, device: torch.device) -> float:
-    """Best of 5 of a small screening-shaped matmul (537 MFLOP).
+def _probe_seconds(dtype: torch.dtype, device: torch.device,
+                   threads: int = 1) -> float:
+    """Best of 5 of a small screening-shaped matmul (1.07 GFLOP) on
+    ``threads`` CPU threads.
 
-    4096 columns: the product's output outgrows the first cache levels as
-    the screening's does (with 1024 columns int8 measured 0.85x float32
-    with the instruction set capped at AVX2, 0.77x with 4096, and 0.77x in
-    the real screening of 21,841 classes).  On the CPU it runs on one
-    thread: with more threads than idle cores (a shared machine), every
+    8192 columns: the product's output outgrows the first cache levels as
+    the screening's does (Intel Xeon capped at AVX2: int8 measured 0.85x
+    float32 with 1024 columns, 0.77x with 4096 and in the real screening
+    of 21,841 classes).  :func:`screen_dtype_info` times it on one thread
+    -- with more threads than idle cores (a shared machine), every
     multi-threaded call can wait a scheduler tick for a descheduled thread
     (measured: 16 ms for either dtype on a loaded 2-core AMD EPYC, against
     0.1 / 0.35 ms single-threaded), and the comparison would measure the
-    load, not the arithmetic.  int8 is timed as the screening runs it: the
-    rows quantised, then the integer product.
+    load, not the arithmetic -- and on the screening's own thread count,
+    where the dtypes scale differently (AMD EPYC Zen 4 capped at AVX2,
+    int8 / float32: 0.93 on one thread, 0.66 on two with 8192 columns,
+    0.80 with 4096, 0.59 in the real two-thread screening).  int8 is timed
+    as the screening runs it: the rows quantised, then the integer product.
     """
     g = torch.Generator().manual_seed(0)
     a = torch.randn(256, 256, generator=g).to(device)
-    b = torch.randn(256, 4096, generator=g).to(device)
+    b = torch.randn(256, 8192, generator=g).to(device)
     if dtype == torch.int8:
         qb = _quantise(b.t())[0].t()
 
@@ -76,9 +81,9 @@ def _probe_seconds(dtype: torch.dtype, device: torch.device) -> float:
 
         def run():
             return a @ b
-    threads = torch.get_num_threads()
+    saved = torch.get_num_threads()
     if device.type == 'cpu':
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
     try:
         best = math.inf
         for _ in range(6):  # the first is a warm-up
@@ -86,7 +91,7 @@ def _probe_seconds(dtype: torch.dtype, device: torch.device) -> float:
             run()
             best = min(best, time.perf_counter() - t0)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved)
     return best
 
 
@@ -130,19 +135,31 @@ def screen_dtype_info(device: Union[str, torch.device] = 'cpu',
         tried = [torch.float32, torch.int8]
         if flags != []:
             tried.append(torch.bfloat16)
-        seconds = {dt: _probe_seconds(dt, device) for dt in tried}
-        dtype = min(seconds, key=seconds.get)
-        if seconds[dtype] >= 0.8 * seconds[torch.float32]:
+        # each dtype's time over float32's, the better of one thread and
+        # the screening's threads (a dtype clearly slower on one thread is
+        # not timed again)
+        ratios: Dict[torch.dtype, float] = {}
+        timed = []
+        for threads in sorted({1, torch.get_num_threads()}):
+            seconds = {dt: _probe_seconds(dt, device, threads)
+                       for dt in tried if ratios.get(dt, 0) < 2}
+            for dt, t in seconds.items():
+                ratios[dt] = min(ratios.get(dt, math.inf),
+                                 t / seconds[torch.float32])
+            timed.append(f'{threads} thread{"s" if threads > 1 else ""}: ' +
+                         ', '.join(f'{_name(dt)} {t * 1e3:.2f} ms'
+                                   for dt, t in seconds.items()))
+        dtype = min(ratios, key=ratios.get)
+        if ratios[dtype] >= 0.8:
             dtype = torch.float32
-        timed = ', '.join(f'{_name(dt)} {t * 1e3:.2f} ms'
-                          for dt, t in seconds.items())
+        timed = '; '.join(timed)
         if flags == []:
             flag_text = ('no native bfloat16 (avx512_bf16 / amx_bf16): '
                          'bfloat16 not tried (emulated, ~100x slower than '
                          'float32)')
         else:
             flag_text = f'CPU flags {flags if flags else "unreadable"}'
-        reason = f'{flag_text}; probe matmul (1 thread) {timed}'
+        reason = f'{flag_text}; probe matmul ({timed})'
     else:
         dtype, reason = torch.float32, f'{key}: float32 by default'
     info = dict(dtype=dtype, name=_name(dtype), reason=reason)
