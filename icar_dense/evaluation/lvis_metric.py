@@ -33,7 +33,8 @@ AR@300, box and mask) from arrays:
 Modules: ``lvis_rle`` (mask encoding), ``lvis_data`` (annotations and
 records as arrays), ``lvis_match`` (IoUs, matching), ``lvis_eval``
 (accumulation, summary: lvis-api's rules are listed there), ``lvis_shards``
-(evaluation split across ranks), this one (the registered metric).  Every public name is importable from here.
+(evaluation split across ranks), this one (the registered metric).  Every
+public name is importable from here.
 
 Images without predictions count as images with no detections.  Metric keys
 and rounding are those of mmdet's ``LVISMetric`` (``lvis/bbox_AP``, ...,
