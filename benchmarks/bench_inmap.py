@@ -205,6 +205,9 @@ def parse_args(argv=None):
         args.iters, args.warmup_iters, args.repeats = 20, 2, 3
     if args.iters < 1:
         parser.error('--iters must be >= 1')
+    if args.warmup_n < 0:
+        parser.error(f'--warmup-n must be >= 0 (0: all n), got '
+                     f'{args.warmup_n}')
     return args
 
 
