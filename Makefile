@@ -10,6 +10,13 @@ PYTEST_ARGS ?=
 # suite must pass with any count. Unset, modules marked `one_thread` use one
 # thread and the rest torch's default (the core count).
 TEST_THREADS ?=
+# TEST_WORKERS=N runs the suite in N pytest-xdist processes, whole test files
+# each (module fixtures are built once); each process runs torch with
+# cores/N threads unless TEST_THREADS is given. Most tests and every tool
+# they start run one thread, so 2 workers keep both cores of a 2-core CI
+# machine busy. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+WORKER_ARGS := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
 THREAD_ENV := $(if $(TEST_THREADS),OMP_NUM_THREADS=$(TEST_THREADS) ICAR_TEST_THREADS=$(TEST_THREADS),)
 
 .PHONY: env test demo bench lint clean-env
@@ -25,7 +32,7 @@ $(ENV_STAMP): requirements/torch.txt requirements/build.txt requirements/mmcv.tx
 env: $(ENV_STAMP)
 
 test: env
-	@$(THREAD_ENV) HF_HUB_OFFLINE=1 $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	@$(THREAD_ENV) HF_HUB_OFFLINE=1 $(PY) -m pytest tests $(WORKER_ARGS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; exit 1; fi; \
 	exit $$rc
 

@@ -160,9 +160,26 @@ def requested_threads():
     return int(value)
 
 
+def xdist_workers():
+    """How many pytest-xdist processes run the suite (``make test
+    TEST_WORKERS=N``); 0 when it runs in one process."""
+    return int(os.environ.get('PYTEST_XDIST_WORKER_COUNT') or 0)
+
+
+def session_threads():
+    """The torch thread count of this test process: TEST_THREADS when
+    given, else the cores shared out among the xdist workers (more threads
+    than cores only contend), else None (torch's default)."""
+    threads = requested_threads()
+    if threads is None and xdist_workers() > 1:
+        cores = len(os.sched_getaffinity(0))
+        threads = max(1, cores // xdist_workers())
+    return threads
+
+
 @pytest.fixture(scope='session', autouse=True)
 def _requested_threads():
-    threads = requested_threads()
+    threads = session_threads()
     if threads is not None:
         import torch
         torch.set_num_threads(threads)
