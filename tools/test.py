@@ -118,8 +118,8 @@ def main():
     # heavy imports only once the arguments are known to be good
     import icar_dense  # noqa: F401  (applies compat fixes)
     from icar_dense.engine import (adapt_to_machine, dry_run_exit,
-                                   merge_cfg_options, setup_work_dir,
-                                   task_scope)
+                                   end_distributed, merge_cfg_options,
+                                   setup_work_dir, task_scope)
     from icar_dense.engine.build_errors import suggest_types
     from icar_dense.engine.checkpoint_check import enable_checkpoint_check
     from icar_dense.engine.preflight import build_components, check_config
@@ -167,6 +167,8 @@ def main():
                   if 'runner_type' not in cfg else RUNNERS.build(cfg))
         build_components(runner, 'test')  # dataset, loop, evaluator
         runner.test()
+        del runner  # its DDP wrapper holds the process group
+    end_distributed()
 
 
 if __name__ == '__main__':

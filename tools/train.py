@@ -84,8 +84,9 @@ def main():
     # heavy imports only once the arguments are known to be good
     import icar_dense  # noqa: F401  (applies compat fixes)
     from icar_dense.engine import (adapt_to_machine, dry_run_exit,
-                                   enable_amp, merge_cfg_options,
-                                   setup_work_dir, task_scope)
+                                   enable_amp, end_distributed,
+                                   merge_cfg_options, setup_work_dir,
+                                   task_scope)
     from icar_dense.engine.build_errors import suggest_types
     from icar_dense.engine.checkpoint_check import enable_checkpoint_check
     from icar_dense.engine.locks import hold_work_dir
@@ -133,6 +134,8 @@ def main():
                       if 'runner_type' not in cfg else RUNNERS.build(cfg))
             build_components(runner, 'train')  # datasets, loops, optimizer
             runner.train()
+            del runner  # its DDP wrapper holds the process group
+        end_distributed()
     finally:
         if lock is not None:
             lock.release()

@@ -4,8 +4,8 @@ from icar_dense.checkpoint.io import write_json_atomic  # (re-export)
 
 from .hooks import SaveMetricsHook
 from .runtime import (adapt_to_machine, dry_run_exit, enable_amp,
-                      local_rank_to_env, merge_cfg_options, setup_work_dir,
-                      task_scope)
+                      end_distributed, local_rank_to_env, merge_cfg_options,
+                      setup_work_dir, task_scope)
 # registered components named in configs (runner, file backend, optimizer
 # constructor); they replace nothing of mmengine
 from .fileio import AtomicLocalBackend  # noqa: E402
@@ -23,8 +23,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = [
     'AtomicLocalBackend', 'ICARRunner', 'SummarizedOptimWrapperConstructor',
     'SaveMetricsHook', 'write_json_atomic', 'adapt_to_machine', 'dry_run_exit',
-    'enable_amp', 'local_rank_to_env', 'merge_cfg_options', 'setup_work_dir',
-    'task_scope', 'OVDetLocalVisualizer', 'SegShowDirHook',
+    'enable_amp', 'end_distributed', 'local_rank_to_env', 'merge_cfg_options',
+    'setup_work_dir', 'task_scope', 'OVDetLocalVisualizer', 'SegShowDirHook',
     'VideoVisualizationHook'
 ]
 from .vocab_eval import VocabularyDataset  # noqa: F401,E402

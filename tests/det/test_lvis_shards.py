@@ -36,15 +36,20 @@ def test_kept_indices_are_what_collect_results_keeps(lengths, size):
         assert kept_indices(list(lengths), rank, size).tolist() == expected
 
 
+# imports before init_process_group, as in the tools: a module imported
+# after it can keep the group alive (torch.distributed.fsdp, which mmengine's
+# runner imports, takes dist.group.WORLD as a default argument), and a group
+# alive when Python shuts down can abort the process (end_distributed)
 WORKER = r'''
 import json, pickle, sys
 import torch.distributed as dist
+import icar_dense  # noqa
+from icar_dense.engine import end_distributed
+from icar_dense.evaluation.lvis_metric import FastLVISMetric
 rank, world, port, problem, out = (int(sys.argv[1]), int(sys.argv[2]),
                                    sys.argv[3], sys.argv[4], sys.argv[5])
 dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
                         rank=rank, world_size=world)
-import icar_dense  # noqa
-from icar_dense.evaluation.lvis_metric import FastLVISMetric
 with open(problem, 'rb') as f:
     p = pickle.load(f)
 metric = FastLVISMetric(ann_file=p['ann_file'], metric=['bbox', 'segm'],
@@ -59,7 +64,7 @@ except Exception as exc:
     res = dict(error=f'{type(exc).__name__}: {exc}')
 with open(out, 'w') as f:
     json.dump(res, f)
-dist.destroy_process_group()
+end_distributed()
 '''
 
 

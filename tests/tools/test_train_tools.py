@@ -1,5 +1,5 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh on the CPU."""
-import glob
+import itertools
 import json
 import os.path as osp
 
@@ -64,40 +64,24 @@ def test_dist_train_two_cpu_processes(tiny_ade_root, tmp_path):
         with open(osp.join(work, f'rank{rank}.json')) as f:
             marker = json.load(f)
         assert marker == dict(rank=rank, world_size=2, iter=4)
-    assert glob.glob(osp.join(work, 'iter_4.pth'))
-
-
-def test_dist_tool_reruns_only_after_a_worker_signal(tmp_path):
-    """The test helper's one rerun is for a worker killed by a signal (what
-    torchrun prints then), never for a Python error."""
-    import pytest
-    from conftest import BackgroundTool
-    counter = tmp_path / 'attempts'
-    script = (
-        'import pathlib, sys\n'
-        f'p = pathlib.Path({str(counter)!r})\n'
-        'n = int(p.read_text()) + 1 if p.exists() else 1\n'
-        'p.write_text(str(n))\n'
-        'if n == 1:\n'
-        '    sys.exit("  traceback : Signal 6 (SIGABRT) received by PID 7")\n'
-        'if sys.argv[1] == "python-error":\n'
-        '    sys.exit("ValueError: bad config")\n')
-    with pytest.warns(UserWarning, match='died of a signal'):
-        BackgroundTool(['python', '-c', script, 'ok']).finish()
-    assert counter.read_text() == '2'
-
-    counter.unlink()
-    with pytest.warns(UserWarning), pytest.raises(AssertionError) as err:
-        BackgroundTool(['python', '-c', script, 'python-error']).finish()
-    assert counter.read_text() == '2'  # no third attempt
-    assert 'first attempt' in str(err.value)
-    assert 'ValueError: bad config' in str(err.value)
-
-    # a Python error on the first attempt: no rerun
-    counter.write_text('1')
-    with pytest.raises(AssertionError, match='bad config'):
-        BackgroundTool(['python', '-c', script, 'python-error']).finish()
-    assert counter.read_text() == '2'
+    checkpoint = osp.join(work, 'iter_4.pth')
+    assert osp.isfile(checkpoint)
+    run_dist_tool(
+        ['bash', 'tools/dist_test.sh', CONFIG, checkpoint, '2',
+         '--work-dir', work, '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',
+         'custom_imports.imports=[icar_dense,helpers_rank_marker]',
+         'custom_hooks.0.type=RankMarkerHook', 'custom_hooks.0.tag=test',
+         *_data_options(tiny_ade_root)],
+        env=dict(PORT=free_port(), PYTHONPATH='tests'))
+    # The process group's threads, alive at the end of each run, were
+    # joined before Python shut down (the tools destroy the group): a gloo
+    # thread taking the GIL during shutdown aborts a process whose work is
+    # done (SIGABRT, about 1 two-rank run in 25 on a loaded 2-core machine)
+    for tag, rank in itertools.product(('train', 'test'), (0, 1)):
+        with open(osp.join(work, f'rank{rank}_{tag}_threads.json')) as f:
+            threads = json.load(f)
+        assert 'pt_gloo_runloop' in threads['end_of_run'], threads
+        assert not [t for t in threads['at_exit'] if 'gloo' in t], threads
 
 
 def test_slurm_scripts_pass_arguments_whole(tmp_path):
