@@ -215,19 +215,27 @@ class FastLVISMetric(BaseMetric):
             return evaluate_sharded(self, size)
         return super().evaluate(size)
 
-    def _check_masks(self, results: list) -> None:
-        if 'segm' in self.metrics and not any(
-                r.get('mask_offsets') is not None for r in results):
+    def has_masks(self, results: Optional[list] = None) -> bool:
+        """Whether any of ``results`` (default: those processed) has
+        masks."""
+        results = self.results if results is None else results
+        return any(r.get('mask_offsets') is not None for r in results)
+
+    def _check_masks(self, any_masks: bool) -> None:
+        if 'segm' in self.metrics and not any_masks:
             raise KeyError("FastLVISMetric: metric 'segm' but the "
                            'predictions have no masks')
 
-    def match_shard(self, results: list) -> dict:
-        """The per-image part of the evaluation of one rank's images."""
+    def match_shard(self, results: list, any_masks: bool) -> dict:
+        """The per-image part of the evaluation of one rank's images;
+        ``any_masks``: whether any rank's predictions have masks (a rank
+        whose images have none matches no segm detection, as one process
+        does)."""
         gt = self.gt
         dets = LVISDetections(results, gt)
         matched, timings = {}, {}
         if dets.num:
-            self._check_masks(results)
+            self._check_masks(any_masks)
             cache: dict = {}
             for metric in self.metrics:
                 timings[metric] = {}
@@ -264,7 +272,7 @@ class FastLVISMetric(BaseMetric):
         if dets.num == 0:
             logger.info('The testing results of the whole dataset is empty.')
             return eval_results
-        self._check_masks(results)
+        self._check_masks(self.has_masks(results))
         cache: dict = {}
         for metric in self.metrics:
             logger.info(f'Evaluating {metric}...')

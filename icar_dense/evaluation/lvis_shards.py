@@ -46,16 +46,18 @@ def kept_indices(lengths: List[int], rank: int, size: int) -> np.ndarray:
 def evaluate_sharded(metric, size: int) -> dict:
     """``metric.evaluate(size)`` with the matching done by every rank.
 
-    ``metric`` provides ``match_shard(records) -> dict`` (per metric kind:
-    the :func:`match_lvis` result and its timings, and ``num`` detections)
-    and ``metrics_from_matched(parts) -> dict`` (rank 0).
+    ``metric`` provides ``has_masks() -> bool``, ``match_shard(records,
+    any_masks) -> dict`` (per metric kind: the :func:`match_lvis` result and
+    its timings, and ``num`` detections) and ``metrics_from_matched(parts)
+    -> dict`` (rank 0).
     """
     rank, world = get_dist_info()
-    lengths = all_gather_object(len(metric.results))
+    shards = all_gather_object((len(metric.results), metric.has_masks()))
+    lengths = [n for n, _ in shards]
     records = [metric.results[i] for i in kept_indices(lengths, rank, size)]
     error, part = None, None
     try:
-        part = metric.match_shard(records)
+        part = metric.match_shard(records, any(m for _, m in shards))
     except Exception as exc:  # re-raised below, once every rank knows
         error = exc
     note = None if error is None else \

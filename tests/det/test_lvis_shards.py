@@ -149,3 +149,25 @@ def test_rank_without_images_and_error_on_one_rank(problem, tmp_path):
     assert all('error' in r for r in ranks), ranks
     assert 'rank 1' in ranks[0]['error'], ranks[0]
     assert ranks[1]['error'].startswith('ValueError: labels in'), ranks[1]
+
+
+def test_missing_masks_fail_as_in_one_process(problem, tmp_path):
+    # the check for 'segm' without masks looks at every rank's predictions:
+    # images without masks beside images with them fail on the first
+    # detection without a mask, in one process as on the rank that has them
+    ann_file, samples = problem
+    bare = [dict(s, pred_instances={k: v for k, v in
+                                    s['pred_instances'].items()
+                                    if k != 'masks'}) for s in samples[2:4]]
+    with pytest.raises(RuntimeError, match='no mask for detection'):
+        _one_process(ann_file, [samples[0], bare[0]])
+    ranks = _run_ranks(tmp_path, [samples[:1], bare[:1]], 2, ann_file)
+    assert all('error' in r for r in ranks), ranks
+    assert ranks[1]['error'].startswith(
+        'RuntimeError: no mask for detection'), ranks[1]
+    # no rank has masks: every rank names that cause
+    with pytest.raises(KeyError, match='have no masks'):
+        _one_process(ann_file, bare)
+    ranks = _run_ranks(tmp_path, [bare[:1], bare[1:]], 2, ann_file)
+    assert all("metric 'segm' but the predictions have no masks" in
+               r.get('error', '') for r in ranks), ranks
