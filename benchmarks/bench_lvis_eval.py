@@ -228,14 +228,18 @@ def worker_encode(args):
 def worker_dist(args):
     """One rank of the multi-process run (gloo)."""
     import torch.distributed as dist
+
+    # imported before the group exists, as in the tools: a module imported
+    # after it can keep it alive past end_distributed (torch's fsdp takes
+    # dist.group.WORLD as a default argument), and a group alive when
+    # Python shuts down can abort the process
+    from icar_dense.engine import end_distributed
     dist.init_process_group(
         'gloo', init_method=f'tcp://127.0.0.1:{args.port}', rank=args.rank,
         world_size=args.dist_ranks)
-    try:
-        indices = list(S.shard(args.images, args.rank, args.dist_ranks))
-        out = run_metric(args, indices, args.images)
-    finally:
-        dist.destroy_process_group()
+    indices = list(S.shard(args.images, args.rank, args.dist_ranks))
+    out = run_metric(args, indices, args.images)
+    end_distributed()
     out.update(worker='dist', rank=args.rank, world_size=args.dist_ranks)
     if args.rank != 0:
         out.pop('metrics', None)
