@@ -46,8 +46,8 @@ SIZES = dict(
     'after the warm-up (was 5, then 3, then 2; a reported ratio, no '
     'target)',
     lvis_eval='full size: 19,809 images x 300 detections, boxes and masks, '
-    'by 2 gloo ranks on the 2 cores (rank 0 gathers and evaluates '
-    'everything, as one process would; the separate one-process run is '
+    'by 2 gloo ranks on the 2 cores (each matches its own images, rank 0 '
+    'accumulates; the separate one-process run is '
     'left to bench_lvis_eval.py --single-process); the synthetic data '
     'draws 2,048 distinct images and repeats them under new ids (the '
     'per-image evaluation work is unchanged; drawing all 19,809 took '
