@@ -152,7 +152,8 @@ def session_threads():
     than cores only contend), else None (torch's default)."""
     threads = requested_threads()
     if threads is None and xdist_workers() > 1:
-        cores = len(os.sched_getaffinity(0))
+        cores = (len(os.sched_getaffinity(0))
+                 if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
         threads = max(1, cores // xdist_workers())
     return threads
 
