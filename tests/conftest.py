@@ -83,7 +83,7 @@ class BackgroundTool:
     shuts down, see ``icar_dense.engine.end_distributed``)."""
 
     def __init__(self, args, env=None, timeout=300):
-        self.args, self.env, self.timeout = list(args), env, timeout
+        self.args, self.timeout = list(args), timeout
         self.proc = subprocess.Popen(
             self.args, cwd=REPO, env=tool_env(env), text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
